@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Every test: native tests on the cpu (burn-flex) and wgpu (lavapipe) backends, then the wasm32 build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# One shared target folder outside the clone, so repeated runs and CI reuse the build.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ld-target}"
+# Dev profile: dependencies are built with opt-level 3 (Cargo.toml), our crate with 1.
+cargo test -- --test-threads=1
+cargo build --lib --target wasm32-unknown-unknown --no-default-features

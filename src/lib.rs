@@ -1,0 +1,16 @@
+//! lifelong-diffusion: a Stable Diffusion runtime for WebGPU and native, growing into L2DM
+//! (lifelong text-to-image diffusion). See ARCHITECTURE.md for the map.
+
+pub mod config;
+pub mod error;
+pub mod loader;
+pub mod model;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
+pub mod pipeline;
+pub mod rng;
+pub mod scheduler;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{Error, Result};

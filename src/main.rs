@@ -1,0 +1,141 @@
+//! The native CLI, `lifelong-diffusion`. The library does the work; this file parses arguments,
+//! reads and writes files, and shows progress.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use lifelong_diffusion::native::{self, Backend, Folder};
+use lifelong_diffusion::pipeline::{GenerateOptions, Pipeline};
+use lifelong_diffusion::scheduler::SchedulerKind;
+use lifelong_diffusion::{loader, Error, Result};
+
+#[derive(Parser)]
+#[command(name = "lifelong-diffusion", version, about = "Text-to-image diffusion on your own GPU or CPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate an image from a text prompt.
+    Generate(GenerateArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Wgpu,
+    Cpu,
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// What to draw.
+    #[arg(long)]
+    prompt: String,
+    /// What to steer away from.
+    #[arg(long, default_value = "")]
+    negative: String,
+    /// A diffusers pipeline folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f32,
+    /// ddim, euler, euler-a or dpm++2m; default: the model's scheduler_config.json.
+    #[arg(long)]
+    scheduler: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Start from these latents (safetensors tensor `init_latents`, f32 [1,4,h,w]) instead of seeded noise.
+    #[arg(long)]
+    init_latents: Option<PathBuf>,
+    /// Also save the final latents (tensor `final_latents`, before VAE scaling and decoding).
+    #[arg(long)]
+    out_latents: Option<PathBuf>,
+    /// Compute backend; default: wgpu when a GPU adapter exists, else cpu.
+    #[arg(long, value_enum)]
+    backend: Option<BackendArg>,
+    /// Where to write the PNG.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn default_model() -> Result<PathBuf> {
+    let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/builtin");
+    if builtin.join("model_index.json").exists() {
+        return Ok(builtin);
+    }
+    Err(Error::InvalidInput("no model given and no built-in model found; pass --model DIR (a diffusers pipeline folder)".into()))
+}
+
+fn check_writable(path: &Path) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        let source = std::io::Error::new(std::io::ErrorKind::NotFound, format!("folder {} does not exist", dir.display()));
+        return Err(Error::Write { path: path.into(), source });
+    }
+    Ok(())
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    check_writable(&args.out)?;
+    if let Some(p) = &args.out_latents {
+        check_writable(p)?;
+    }
+    let scheduler = args.scheduler.as_deref().map(str::parse::<SchedulerKind>).transpose().map_err(|e| Error::Scheduler(e.to_string()))?;
+    let backend = args.backend.map(|b| match b {
+        BackendArg::Wgpu => Backend::Wgpu,
+        BackendArg::Cpu => Backend::Cpu,
+    });
+    let (device, backend) = native::open_device(backend)?;
+    let model_dir = match args.model {
+        Some(dir) => dir,
+        None => default_model()?,
+    };
+    let model = loader::load(&Folder(model_dir), &device)?;
+    let pipeline = Pipeline::new(model, device.clone());
+    let init_latents = args.init_latents.as_deref().map(|p| native::read_tensor4(p, "init_latents", &device)).transpose()?;
+    let options = GenerateOptions {
+        prompt: args.prompt,
+        negative_prompt: args.negative,
+        steps: args.steps,
+        guidance: args.guidance,
+        seed: args.seed,
+        scheduler,
+        init_latents,
+    };
+    let bar = ProgressBar::new(args.steps as u64);
+    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps {elapsed} ({per_sec})").expect("static template").progress_chars("=> "));
+    bar.set_message(format!("{backend:?}"));
+    let result = pipeline.generate(&options, &mut |p| bar.set_position(p.step as u64));
+    bar.finish_and_clear();
+    let generation = result?;
+    for warning in &generation.warnings {
+        eprintln!("warning: {warning}");
+    }
+    native::write_png(&args.out, &generation.image)?;
+    if let Some(path) = &args.out_latents {
+        native::write_tensor(path, "final_latents", &generation.latents)?;
+    }
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => generate(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

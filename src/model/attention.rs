@@ -1,0 +1,188 @@
+//! diffusers' `Attention`, `FeedForward(geglu)`, `BasicTransformerBlock` and `Transformer2DModel`
+//! (models/attention_processor.py, models/attention.py, models/transformers/transformer_2d.py).
+
+use burn::prelude::*;
+use burn::tensor::activation::gelu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use super::nn::{Conv2d, GroupNorm, LayerNorm, Linear};
+use crate::error::Result;
+use crate::weights::VarBuilder;
+
+/// Scaled dot-product attention over heads.
+///
+/// # Shapes
+/// q: `[b, heads, n, d]`, k/v: `[b, heads, m, d]` -> `[b, heads, n, d]`
+pub fn sdpa(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool) -> Tensor<4> {
+    let options = AttentionModuleOptions { is_causal: causal, ..Default::default() };
+    attention(q, k, v, None, None, options)
+}
+
+/// `[b, n, heads*d]` -> `[b, heads, n, d]`
+pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
+    let [b, n, c] = x.dims();
+    x.reshape([b, n, heads, c / heads]).swap_dims(1, 2)
+}
+
+/// `[b, heads, n, d]` -> `[b, n, heads*d]`
+pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [b, h, n, d] = x.dims();
+    x.swap_dims(1, 2).reshape([b, n, h * d])
+}
+
+/// Multi-head attention with `to_q`, `to_k`, `to_v` and `to_out.0`.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub to_q: Linear,
+    pub to_k: Linear,
+    pub to_v: Linear,
+    pub to_out: Linear,
+    pub heads: usize,
+}
+
+impl Attention {
+    /// `context_dim` is the key/value input width (the text width for cross-attention).
+    pub fn load(vb: &VarBuilder, query_dim: usize, context_dim: usize, heads: usize, head_dim: usize, qkv_bias: bool) -> Result<Self> {
+        let inner = heads * head_dim;
+        Ok(Self {
+            to_q: Linear::load(&vb.pp("to_q"), query_dim, inner, qkv_bias)?,
+            to_k: Linear::load(&vb.pp("to_k"), context_dim, inner, qkv_bias)?,
+            to_v: Linear::load(&vb.pp("to_v"), context_dim, inner, qkv_bias)?,
+            to_out: Linear::load(&vb.pp("to_out.0"), inner, query_dim, true)?,
+            heads,
+        })
+    }
+
+    /// # Shapes
+    /// x: `[b, n, query_dim]`, context: `[b, m, context_dim]` (None: self-attention) -> `[b, n, query_dim]`
+    pub fn forward(&self, x: Tensor<3>, context: Option<&Tensor<3>>) -> Tensor<3> {
+        let context = context.cloned().unwrap_or_else(|| x.clone());
+        let q = split_heads(self.to_q.forward(x), self.heads);
+        let k = split_heads(self.to_k.forward(context.clone()), self.heads);
+        let v = split_heads(self.to_v.forward(context), self.heads);
+        self.to_out.forward(merge_heads(sdpa(q, k, v, false)))
+    }
+}
+
+/// `FeedForward(activation_fn="geglu")`: `net.0.proj` to twice the inner width, GEGLU, `net.2`.
+#[derive(Module, Debug)]
+pub struct FeedForward {
+    proj: Linear,
+    out: Linear,
+}
+
+impl FeedForward {
+    pub fn load(vb: &VarBuilder, dim: usize) -> Result<Self> {
+        let inner = dim * 4;
+        Ok(Self {
+            proj: Linear::load(&vb.pp("net.0.proj"), dim, inner * 2, true)?,
+            out: Linear::load(&vb.pp("net.2"), inner, dim, true)?,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let mut halves = self.proj.forward(x).chunk(2, 2);
+        let gate = halves.pop().expect("chunk(2) gives two halves");
+        let hidden = halves.pop().expect("chunk(2) gives two halves");
+        self.out.forward(hidden * gelu(gate))
+    }
+}
+
+/// Self-attention, cross-attention and feed-forward, each pre-normed with a residual.
+#[derive(Module, Debug)]
+pub struct BasicTransformerBlock {
+    norm1: LayerNorm,
+    pub attn1: Attention,
+    norm2: LayerNorm,
+    pub attn2: Attention,
+    norm3: LayerNorm,
+    ff: FeedForward,
+}
+
+impl BasicTransformerBlock {
+    pub fn load(vb: &VarBuilder, dim: usize, heads: usize, head_dim: usize, context_dim: usize) -> Result<Self> {
+        Ok(Self {
+            norm1: LayerNorm::load(&vb.pp("norm1"), dim, 1e-5)?,
+            attn1: Attention::load(&vb.pp("attn1"), dim, dim, heads, head_dim, false)?,
+            norm2: LayerNorm::load(&vb.pp("norm2"), dim, 1e-5)?,
+            attn2: Attention::load(&vb.pp("attn2"), dim, context_dim, heads, head_dim, false)?,
+            norm3: LayerNorm::load(&vb.pp("norm3"), dim, 1e-5)?,
+            ff: FeedForward::load(&vb.pp("ff"), dim)?,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<3>, context: &Tensor<3>) -> Tensor<3> {
+        let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
+        let x = self.attn2.forward(self.norm2.forward(x.clone()), Some(context)) + x;
+        self.ff.forward(self.norm3.forward(x.clone())) + x
+    }
+}
+
+/// `proj_in`/`proj_out`: 1x1 convolutions (SD-1) or linear layers (SD-2, `use_linear_projection`).
+#[derive(Module, Debug)]
+enum Projection {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+impl Projection {
+    fn load(vb: &VarBuilder, c_in: usize, c_out: usize, linear: bool) -> Result<Self> {
+        Ok(if linear { Self::Linear(Linear::load(vb, c_in, c_out, true)?) } else { Self::Conv(Conv2d::load(vb, c_in, c_out, 1, 1, 0)?) })
+    }
+}
+
+/// Settings of one `Transformer2DModel`.
+#[derive(Debug, Clone, Copy)]
+pub struct TransformerSpec {
+    pub heads: usize,
+    pub layers: usize,
+    pub context_dim: usize,
+    pub groups: usize,
+    pub linear_projection: bool,
+}
+
+/// `Transformer2DModel` for continuous (latent) input.
+#[derive(Module, Debug)]
+pub struct Transformer2DModel {
+    norm: GroupNorm,
+    proj_in: Projection,
+    pub transformer_blocks: Vec<BasicTransformerBlock>,
+    proj_out: Projection,
+}
+
+impl Transformer2DModel {
+    pub fn load(vb: &VarBuilder, channels: usize, spec: TransformerSpec) -> Result<Self> {
+        let head_dim = channels / spec.heads;
+        let blocks = (0..spec.layers)
+            .map(|i| BasicTransformerBlock::load(&vb.pp("transformer_blocks").pp(i), channels, spec.heads, head_dim, spec.context_dim))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            norm: GroupNorm::load(&vb.pp("norm"), spec.groups, channels, 1e-6)?,
+            proj_in: Projection::load(&vb.pp("proj_in"), channels, channels, spec.linear_projection)?,
+            transformer_blocks: blocks,
+            proj_out: Projection::load(&vb.pp("proj_out"), channels, channels, spec.linear_projection)?,
+        })
+    }
+
+    /// # Shapes
+    /// x: `[b, c, h, w]`, context: `[b, m, context_dim]` -> `[b, c, h, w]`
+    pub fn forward(&self, x: Tensor<4>, context: &Tensor<3>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let normed = self.norm.forward(x.clone());
+        let to_seq = |t: Tensor<4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
+        let mut seq = match &self.proj_in {
+            Projection::Conv(conv) => to_seq(conv.forward(normed)),
+            Projection::Linear(lin) => lin.forward(to_seq(normed)),
+        };
+        for block in &self.transformer_blocks {
+            seq = block.forward(seq, context);
+        }
+        let to_map = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
+        let out = match &self.proj_out {
+            Projection::Conv(conv) => conv.forward(to_map(seq)),
+            Projection::Linear(lin) => to_map(lin.forward(seq)),
+        };
+        out + x
+    }
+}

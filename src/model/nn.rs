@@ -1,0 +1,126 @@
+//! Layers named like PyTorch's (`weight`, `bias`), loaded through a [`VarBuilder`].
+//!
+//! These are thin wrappers over burn's functional ops: the model code builds them from diffusers'
+//! keys, so that loading is one path walk and LoRA adapters can later address the same names.
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::module::{conv2d, layer_norm, linear};
+use burn::tensor::ops::ConvOptions;
+
+use crate::error::Result;
+use crate::weights::VarBuilder;
+
+/// `torch.nn.Linear`; the weight is kept transposed (`[in, out]`) as burn's `linear` wants it.
+#[derive(Module, Debug)]
+pub struct Linear {
+    pub weight: Param<Tensor<2>>,
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Linear {
+    pub fn load(vb: &VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        let weight = vb.tensor("weight", [d_out, d_in])?.transpose();
+        let bias = if bias { Some(vb.param("bias", [d_out])?) } else { None };
+        Ok(Self { weight: Param::from_tensor(weight), bias })
+    }
+
+    /// # Shapes
+    /// `[..., d_in]` -> `[..., d_out]`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+}
+
+/// `torch.nn.Conv2d` with square kernel, symmetric padding unless `pad_asym` is used.
+#[derive(Module, Debug)]
+pub struct Conv2d {
+    pub weight: Param<Tensor<4>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    stride: usize,
+    /// Padding (top, bottom) = (left, right) per side; asymmetric for the VAE's downsampler.
+    pad_before: usize,
+    pad_after: usize,
+}
+
+impl Conv2d {
+    pub fn load(vb: &VarBuilder, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize) -> Result<Self> {
+        let weight = vb.param("weight", [c_out, c_in, kernel, kernel])?;
+        let bias = Some(vb.param("bias", [c_out])?);
+        Ok(Self { weight, bias, stride, pad_before: padding, pad_after: padding })
+    }
+
+    /// Pads (0 before, 1 after) on each axis, as diffusers' `Downsample2D(padding=0)` does
+    /// with `F.pad(x, (0, 1, 0, 1))` before its stride-2 convolution.
+    pub fn with_asymmetric_padding(mut self) -> Self {
+        self.pad_before = 0;
+        self.pad_after = 1;
+        self
+    }
+
+    /// # Shapes
+    /// `[n, c_in, h, w]` -> `[n, c_out, h', w']`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let pad = (self.pad_before, self.pad_after);
+        let options = ConvOptions::new_with_padding([self.stride; 2], [pad; 2], [1, 1], 1);
+        conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
+    }
+}
+
+/// `torch.nn.GroupNorm` (affine). This is the plain tensor-op path; a fused WGSL kernel may replace it.
+#[derive(Module, Debug)]
+pub struct GroupNorm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    pub fn load(vb: &VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        if groups == 0 || channels % groups != 0 {
+            return Err(crate::Error::InvalidInput(format!(
+                "GroupNorm `{}`: {channels} channels are not divisible into {groups} groups (norm_num_groups in config.json)",
+                vb.pp("weight").prefix()
+            )));
+        }
+        Ok(Self { weight: vb.param("weight", [channels])?, bias: vb.param("bias", [channels])?, groups, eps })
+    }
+
+    /// # Shapes
+    /// `[n, c, h, w]` -> same
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [n, c, h, w] = x.dims();
+        let grouped = x.reshape([n, self.groups, (c / self.groups) * h * w]);
+        let (var, mean) = grouped.clone().var_mean_bias(2);
+        let normed = (grouped - mean).div(var.add_scalar(self.eps).sqrt()).reshape([n, c, h, w]);
+        let weight = self.weight.val().reshape([1, c, 1, 1]);
+        let bias = self.bias.val().reshape([1, c, 1, 1]);
+        normed * weight + bias
+    }
+
+    /// GroupNorm followed by SiLU, the pair every resnet block opens with (one kernel later).
+    pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
+        burn::tensor::activation::silu(self.forward(x))
+    }
+}
+
+/// `torch.nn.LayerNorm` over the last axis.
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(vb: &VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self { weight: vb.param("weight", [dim])?, bias: vb.param("bias", [dim])?, eps })
+    }
+
+    /// # Shapes
+    /// `[..., dim]` -> same
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
+    }
+}

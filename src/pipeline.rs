@@ -1,0 +1,168 @@
+//! Prompt -> latents -> image: classifier-free guidance over a scheduler's steps
+//! (diffusers pipelines/stable_diffusion/pipeline_stable_diffusion.py `__call__`).
+
+use burn::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::loader::LoadedModel;
+use crate::rng::Rng;
+use crate::scheduler::{self, SchedulerKind};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    pub guidance: f32,
+    pub seed: u64,
+    /// `None`: the model's own scheduler_config.json class.
+    pub scheduler: Option<SchedulerKind>,
+    /// Unscaled N(0,1) starting noise `[1, latent, h, w]`, as diffusers' `latents=` argument;
+    /// `None`: drawn from `seed`.
+    pub init_latents: Option<Tensor<4>>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self { prompt: String::new(), negative_prompt: String::new(), steps: 20, guidance: 7.5, seed: 0, scheduler: None, init_latents: None }
+    }
+}
+
+/// Handed to the progress callback after every denoising step.
+pub struct StepProgress<'a> {
+    /// 1-based.
+    pub step: usize,
+    pub total: usize,
+    pub timestep: f64,
+    /// The current latents; [`preview_rgb`] turns them into a cheap preview.
+    pub latents: &'a Tensor<4>,
+}
+
+/// The result of one generation.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// Latents after the last step, before VAE scaling and decoding `[1, latent, h, w]`.
+    pub latents: Tensor<4>,
+    /// RGB in [0, 1] `[1, 3, H, W]`.
+    pub image: Tensor<4>,
+    /// Things the user should know (e.g. a prompt truncated to the context length).
+    pub warnings: Vec<String>,
+}
+
+/// A loaded pipeline ready to generate.
+pub struct Pipeline {
+    pub model: LoadedModel,
+    pub device: Device,
+}
+
+impl Pipeline {
+    pub fn new(model: LoadedModel, device: Device) -> Self {
+        Self { model, device }
+    }
+
+    /// Latent size `[channels, h, w]` for the model's native resolution.
+    pub fn latent_shape(&self) -> [usize; 3] {
+        let size = self.model.unet_config.sample_size.unwrap_or(64);
+        [self.model.unet_config.in_channels, size, size]
+    }
+
+    /// Image size in pixels `[h, w]` at the native resolution.
+    pub fn image_size(&self) -> [usize; 2] {
+        let [_, h, w] = self.latent_shape();
+        let f = self.model.vae_config.downscale();
+        [h * f, w * f]
+    }
+
+    /// Text -> `last_hidden_state` `[1, 77, d]`; notes truncation in `warnings`.
+    pub fn encode_prompt(&self, text: &str, warnings: &mut Vec<String>) -> Result<Tensor<3>> {
+        let encoded = self.model.tokenizer.encode(text)?;
+        if encoded.truncated {
+            warnings.push(format!(
+                "the prompt is longer than the model's {} tokens and was truncated",
+                self.model.tokenizer.context_length()
+            ));
+        }
+        let n = encoded.ids.len();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(encoded.ids, [1, n]), &self.device);
+        Ok(self.model.text_encoder.forward(ids))
+    }
+
+    fn initial_latents(&self, options: &GenerateOptions, rng: &mut Rng) -> Result<Tensor<4>> {
+        let [c, h, w] = self.latent_shape();
+        match &options.init_latents {
+            Some(latents) => {
+                let [b, lc, _, _] = latents.dims();
+                if b != 1 || lc != c {
+                    return Err(Error::InvalidInput(format!("init_latents must be [1, {c}, h, w], got {:?}", latents.dims())));
+                }
+                Ok(latents.clone())
+            }
+            None => Ok(Tensor::from_data(TensorData::new(rng.normal_vec(c * h * w), [1, c, h, w]), &self.device)),
+        }
+    }
+
+    /// Runs the whole pipeline. `progress` is called after every step.
+    pub fn generate(&self, options: &GenerateOptions, progress: &mut dyn FnMut(StepProgress)) -> Result<Generation> {
+        if options.prompt.trim().is_empty() {
+            return Err(Error::InvalidInput("the prompt is empty; describe the image you want".into()));
+        }
+        if !options.guidance.is_finite() || options.guidance < 0.0 {
+            return Err(Error::InvalidInput(format!("guidance must be a non-negative number, got {}", options.guidance)));
+        }
+        let mut warnings = Vec::new();
+        let cond = self.encode_prompt(&options.prompt, &mut warnings)?;
+        // diffusers: guidance_scale > 1 turns classifier-free guidance on.
+        let cfg = options.guidance > 1.0;
+        let context = if cfg { Tensor::cat(vec![self.encode_prompt(&options.negative_prompt, &mut warnings)?, cond], 0) } else { cond };
+
+        let mut scheduler = scheduler::create(&self.model.scheduler_config, options.scheduler, options.steps)?;
+        let mut rng = Rng::new(options.seed);
+        let mut latents = self.initial_latents(options, &mut rng)?.mul_scalar(scheduler.init_noise_sigma());
+        let timesteps = scheduler.timesteps().to_vec();
+        for (i, &t) in timesteps.iter().enumerate() {
+            let input = if cfg { Tensor::cat(vec![latents.clone(), latents.clone()], 0) } else { latents.clone() };
+            let input = scheduler.scale_model_input(input, i);
+            let out = self.model.unet.forward(input, t as f32, &context);
+            let guided = if cfg {
+                let mut halves = out.chunk(2, 0);
+                let text = halves.pop().expect("two halves");
+                let uncond = halves.pop().expect("two halves");
+                uncond.clone() + (text - uncond).mul_scalar(options.guidance)
+            } else {
+                out
+            };
+            let noise = scheduler.needs_noise().then(|| {
+                let dims = latents.dims();
+                Tensor::from_data(TensorData::new(rng.normal_vec(dims.iter().product()), dims), &self.device)
+            });
+            latents = scheduler.step(guided, i, latents, noise)?;
+            progress(StepProgress { step: i + 1, total: timesteps.len(), timestep: t, latents: &latents });
+        }
+        let image = self.decode(latents.clone());
+        Ok(Generation { latents, image, warnings })
+    }
+
+    /// Latents -> RGB in [0, 1]: `vae.decode(latents / scaling_factor)`, then `x/2 + 0.5`.
+    pub fn decode(&self, latents: Tensor<4>) -> Tensor<4> {
+        let cfg = &self.model.vae_config;
+        let mut z = latents.div_scalar(cfg.scaling_factor);
+        if let Some(shift) = cfg.shift_factor {
+            z = z.add_scalar(shift);
+        }
+        self.model.vae.decode(z).div_scalar(2.0).add_scalar(0.5).clamp(0.0, 1.0)
+    }
+}
+
+/// A cheap preview of latents without the VAE: a fixed linear map from SD's four latent channels
+/// to RGB (the widely used SD-1.x "latent2rgb" approximation), `[1, 3, h, w]` in [0, 1].
+pub fn preview_rgb(latents: &Tensor<4>) -> Tensor<4> {
+    const FACTORS: [[f32; 3]; 4] = [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]];
+    let [b, c, h, w] = latents.dims();
+    let c = c.min(4);
+    let map: Vec<f32> = FACTORS[..c].iter().flatten().copied().collect();
+    let map = Tensor::<2>::from_data(TensorData::new(map, [c, 3]), &latents.device());
+    let flat = latents.clone().narrow(1, 0, c).swap_dims(1, 3).reshape([b * w * h, c]);
+    let rgb = flat.matmul(map).reshape([b, w, h, 3]).swap_dims(1, 3);
+    rgb.div_scalar(2.0).add_scalar(0.5).clamp(0.0, 1.0)
+}
