@@ -106,6 +106,8 @@ pub fn load(files: &dyn ModelFiles, device: &Device) -> Result<LoadedModel> {
     let vae = AutoencoderKL::load(&vb, &vae_config)?;
     vb.finish()?;
 
-    let scheduler_config = read_config(files, "scheduler/scheduler_config.json")?;
+    let path = format!("{name}/scheduler/scheduler_config.json");
+    let text = read_text(files, "scheduler/scheduler_config.json")?.ok_or_else(|| Error::config(&path, "file is missing"))?;
+    let scheduler_config = SchedulerConfig::from_json(&text).map_err(|e| Error::config(&path, e.to_string()))?;
     Ok(LoadedModel { tokenizer, text_encoder, unet, vae, unet_config, vae_config, scheduler_config })
 }

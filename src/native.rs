@@ -63,9 +63,9 @@ pub fn read_tensor4(path: &Path, name: &str, device: &Device) -> Result<Tensor<4
 /// Writes `tensor` as f32 under `name`, atomically (temporary file, then rename).
 pub fn write_tensor(path: &Path, name: &str, tensor: &Tensor<4>) -> Result<()> {
     let data = tensor.to_data();
-    let values: Vec<f32> = data.to_vec().map_err(|e| Error::InvalidInput(format!("{e:?}")))?;
+    let values: Vec<f32> = data.try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("{e:?}")))?;
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = TensorView::new(Dtype::F32, data.shape.to_vec(), &bytes).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    let view = TensorView::new(Dtype::F32, data.shape().to_vec(), &bytes).map_err(|e| Error::InvalidInput(e.to_string()))?;
     let out = safetensors::serialize([(name, view)], None).map_err(|e| Error::InvalidInput(e.to_string()))?;
     write_atomic(path, &out)
 }
@@ -89,7 +89,7 @@ pub fn write_png(path: &Path, image: &Tensor<4>) -> Result<()> {
 /// `[1, 3, h, w]` in [0, 1] -> interleaved RGB bytes.
 pub fn image_to_rgb8(image: &Tensor<4>) -> Result<Vec<u8>> {
     let hwc = image.clone().squeeze_dim::<3>(0).permute([1, 2, 0]);
-    let values: Vec<f32> = hwc.into_data().to_vec().map_err(|e| Error::InvalidInput(format!("{e:?}")))?;
+    let values: Vec<f32> = hwc.into_data().try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("{e:?}")))?;
     Ok(values.iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect())
 }
 

@@ -77,7 +77,7 @@ pub fn max_abs_diff(actual: &[f32], expected: &[f32]) -> f32 {
 }
 
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().to_vec().expect("f32 tensor")
+    t.into_data().try_to_vec::<f32>().expect("f32 tensor")
 }
 
 /// Asserts `actual` matches `expected` within `tol` relative error, with a useful message.

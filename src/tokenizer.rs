@@ -1,0 +1,732 @@
+//! CLIP byte-level BPE tokenizer, equal to transformers' `CLIPTokenizer` on the same files.
+//!
+//! I/O-free: [`ClipTokenizer::from_files`] takes the files' contents; [`ClipTokenizer::from_folder`]
+//! (native only) reads whichever of them a folder holds.
+//!
+//! The pipeline is the one transformers 5 builds for `CLIPTokenizer`, whatever the files'
+//! own pipeline description says (transformers also rebuilds it, taking only the vocabulary,
+//! merges and added tokens from `tokenizer.json`):
+//!
+//! * normalizer: NFC, runs of whitespace (`\s+`) to one space, lowercase;
+//! * pre-tokenizer: CLIP's split regex (keeping the matches), then byte-level (GPT-2 byte to
+//!   unicode table, no prefix space);
+//! * model: BPE with the end-of-word suffix `</w>`, unknown token `<|endoftext|>`;
+//! * `<|startoftext|>` before and `<|endoftext|>` after, truncation to the context length
+//!   (the last id is always the end token) and padding with the pad token.
+//!
+//! Added and special tokens (`tokenizer.json`'s `added_tokens`, `tokenizer_config.json`'s
+//! `added_tokens_decoder`, the bos/eos/unk/pad entries of `tokenizer_config.json` and
+//! `special_tokens_map.json`) are registered with the same flags transformers ends up with,
+//! which decides for instance that SD-2's pad token `!` is matched as a token of its own
+//! (id 0) wherever it occurs in a prompt, and whether `<|ENDOFTEXT|>` in upper case is
+//! recognised as the special token.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{Merges, Vocab, BPE};
+use tokenizers::normalizers::replace::ReplacePattern;
+use tokenizers::normalizers::{Lowercase, Replace, Sequence as NormalizerSequence, NFC};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::processors::roberta::RobertaProcessing;
+use tokenizers::{AddedToken, Decoder, Model, SplitDelimiterBehavior, Tokenizer};
+
+use crate::error::{Error, Result};
+
+/// Context length used when `tokenizer_config.json` gives no `model_max_length`.
+pub const DEFAULT_CONTEXT_LENGTH: usize = 77;
+
+/// CLIP's pre-tokenization regex (what transformers and OpenAI CLIP use).
+const CLIP_SPLIT_PATTERN: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+
+/// BPE end-of-word suffix of CLIP's vocabulary.
+const END_OF_WORD: &str = "</w>";
+
+/// Named special tokens in the order transformers registers them.
+const SPECIAL_KEYS: [&str; 7] =
+    ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"];
+
+/// `model_max_length` values at or above this are transformers' "unset" marker (int(1e30)).
+const UNSET_MAX_LENGTH: f64 = 1e18;
+
+/// Largest context length accepted from a config.
+const MAX_CONTEXT_LENGTH: usize = 1 << 16;
+
+/// The contents of a tokenizer folder's files; `None` for a file that is absent.
+///
+/// Either `tokenizer_json`, or `vocab_json` together with `merges_txt`, is needed;
+/// `tokenizer_config_json` (context length, pad token) and `special_tokens_map_json` are optional.
+#[derive(Debug, Clone, Default)]
+pub struct TokenizerFiles {
+    pub tokenizer_json: Option<String>,
+    pub vocab_json: Option<String>,
+    pub merges_txt: Option<String>,
+    pub tokenizer_config_json: Option<String>,
+    pub special_tokens_map_json: Option<String>,
+}
+
+/// The ids of one prompt, ready for the text encoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Exactly `context_length` ids: bos, the prompt's tokens, eos, then pad ids.
+    pub ids: Vec<i64>,
+    /// Whether tokens of the prompt were dropped to fit the context length.
+    pub truncated: bool,
+    /// Number of ids before the padding, bos and eos included (at most `context_length`).
+    pub len: usize,
+    /// Number of ids the prompt would need without truncation, bos and eos included
+    /// (equal to `len` unless `truncated`).
+    pub untruncated_len: usize,
+}
+
+/// CLIP tokenizer (SD-1 and SD-2 text encoders).
+#[derive(Clone)]
+pub struct ClipTokenizer {
+    tokenizer: Tokenizer,
+    bos_id: u32,
+    eos_id: u32,
+    pad_id: u32,
+    bos_token: String,
+    eos_token: String,
+    context_length: usize,
+    vocab_size: usize,
+    /// Ids of added tokens (specials and run-time additions): their token strings are the
+    /// text itself, not byte-level pieces.
+    added_ids: HashSet<u32>,
+    /// The tokenizer folder, for error messages.
+    folder: String,
+}
+
+impl std::fmt::Debug for ClipTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClipTokenizer")
+            .field("context_length", &self.context_length)
+            .field("vocab_size", &self.vocab_size)
+            .field("bos_id", &self.bos_id)
+            .field("eos_id", &self.eos_id)
+            .field("pad_id", &self.pad_id)
+            .finish()
+    }
+}
+
+/// An added token as the config files describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TokenSpec {
+    content: String,
+    single_word: bool,
+    lstrip: bool,
+    rstrip: bool,
+    normalized: bool,
+    special: bool,
+}
+
+impl TokenSpec {
+    /// A special token given as a plain string (transformers: `AddedToken(s, special=True)`).
+    fn special_str(content: &str) -> Self {
+        TokenSpec {
+            content: content.to_string(),
+            single_word: false,
+            lstrip: false,
+            rstrip: false,
+            normalized: false,
+            special: true,
+        }
+    }
+
+    fn to_added(&self) -> AddedToken {
+        AddedToken::from(self.content.clone(), self.special)
+            .single_word(self.single_word)
+            .lstrip(self.lstrip)
+            .rstrip(self.rstrip)
+            .normalized(self.normalized)
+    }
+}
+
+/// A named special token: a plain string, or an `AddedToken` object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SpecialValue {
+    Str(String),
+    Token(TokenSpec),
+}
+
+impl SpecialValue {
+    fn content(&self) -> &str {
+        match self {
+            SpecialValue::Str(s) => s,
+            SpecialValue::Token(t) => &t.content,
+        }
+    }
+
+    fn to_spec(&self) -> TokenSpec {
+        match self {
+            SpecialValue::Str(s) => TokenSpec::special_str(s),
+            SpecialValue::Token(t) => TokenSpec { special: true, ..t.clone() },
+        }
+    }
+}
+
+/// Names a file of the tokenizer folder for error messages.
+struct Names<'a> {
+    folder: &'a str,
+}
+
+impl Names<'_> {
+    fn file(&self, name: &str) -> String {
+        if self.folder.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{}", self.folder.trim_end_matches(['/', '\\']), name)
+        }
+    }
+
+    fn err(&self, name: &str, reason: impl Into<String>) -> Error {
+        Error::Tokenizer { file: self.file(name), reason: reason.into() }
+    }
+}
+
+fn parse_json_object(text: &str, names: &Names, name: &str) -> Result<Map<String, Value>> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(names.err(name, "not a JSON object")),
+        Err(e) => Err(names.err(name, format!("invalid JSON: {e}"))),
+    }
+}
+
+fn json_bool(obj: &Map<String, Value>, key: &str) -> Option<bool> {
+    obj.get(key).and_then(Value::as_bool)
+}
+
+/// An `AddedToken` object (`{"content": ..., "lstrip": ..., ...}`).
+fn parse_token_spec(value: &Value, names: &Names, name: &str, what: &str, force_special: bool) -> Result<TokenSpec> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| names.err(name, format!("{what}: expected an object with a \"content\" string")))?;
+    let content = obj
+        .get("content")
+        .and_then(Value::as_str)
+        .ok_or_else(|| names.err(name, format!("{what}: missing \"content\" string")))?;
+    if content.is_empty() {
+        return Err(names.err(name, format!("{what}: empty token")));
+    }
+    let special = force_special || json_bool(obj, "special").unwrap_or(false);
+    Ok(TokenSpec {
+        content: content.to_string(),
+        single_word: json_bool(obj, "single_word").unwrap_or(false),
+        lstrip: json_bool(obj, "lstrip").unwrap_or(false),
+        rstrip: json_bool(obj, "rstrip").unwrap_or(false),
+        normalized: json_bool(obj, "normalized").unwrap_or(!special),
+        special,
+    })
+}
+
+/// A named special token entry (`"pad_token": "!"` or `"bos_token": {"content": ...}`).
+fn parse_special(value: &Value, names: &Names, name: &str, key: &str) -> Result<Option<SpecialValue>> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) if s.is_empty() => Ok(None),
+        Value::String(s) => Ok(Some(SpecialValue::Str(s.clone()))),
+        Value::Object(_) => Ok(Some(SpecialValue::Token(parse_token_spec(value, names, name, key, true)?))),
+        _ => Err(names.err(name, format!("{key}: expected a string or an AddedToken object"))),
+    }
+}
+
+fn parse_vocab_object(value: &Value, names: &Names, name: &str) -> Result<Vocab> {
+    let obj = value.as_object().ok_or_else(|| names.err(name, "the vocabulary is not a JSON object of token -> id"))?;
+    if obj.is_empty() {
+        return Err(names.err(name, "the vocabulary is empty"));
+    }
+    let mut vocab = Vocab::default();
+    for (token, id) in obj {
+        let id = id
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| names.err(name, format!("token {token:?} has id {id}, not a non-negative integer")))?;
+        vocab.insert(token.clone(), id);
+    }
+    Ok(vocab)
+}
+
+/// `merges.txt`: an optional `#version` line, then one `left right` pair a line.
+fn parse_merges_txt(text: &str, names: &Names, name: &str) -> Result<Merges> {
+    let mut merges = Merges::new();
+    for (line_no, line) in text.lines().enumerate() {
+        if line.starts_with("#version") || line.trim().is_empty() {
+            continue;
+        }
+        let mut parts = line.split(' ');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() => merges.push((a.to_string(), b.to_string())),
+            _ => {
+                return Err(names.err(
+                    name,
+                    format!("line {}: expected two tokens separated by one space, found {line:?}", line_no + 1),
+                ))
+            }
+        }
+    }
+    if merges.is_empty() {
+        return Err(names.err(name, "no merges"));
+    }
+    Ok(merges)
+}
+
+/// `tokenizer.json`'s `model.merges`: `"a b"` strings or `["a", "b"]` pairs.
+fn parse_merges_json(value: &Value, names: &Names, name: &str) -> Result<Merges> {
+    let list = value.as_array().ok_or_else(|| names.err(name, "model.merges is not a list"))?;
+    let mut merges = Merges::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let pair = match item {
+            Value::String(s) => {
+                let mut parts = s.split(' ');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(a), Some(b), None) => Some((a.to_string(), b.to_string())),
+                    _ => None,
+                }
+            }
+            Value::Array(pair) if pair.len() == 2 => match (pair[0].as_str(), pair[1].as_str()) {
+                (Some(a), Some(b)) => Some((a.to_string(), b.to_string())),
+                _ => None,
+            },
+            _ => None,
+        };
+        match pair {
+            Some((a, b)) if !a.is_empty() && !b.is_empty() => merges.push((a, b)),
+            _ => return Err(names.err(name, format!("model.merges[{i}] is not a pair of tokens: {item}"))),
+        }
+    }
+    if merges.is_empty() {
+        return Err(names.err(name, "model.merges is empty"));
+    }
+    Ok(merges)
+}
+
+/// Added tokens with the ids the files declare for them.
+type FixedTokens = Vec<(u32, TokenSpec)>;
+
+/// Vocabulary, merges and added tokens (with their ids) out of `tokenizer.json`.
+fn parse_tokenizer_json(text: &str, names: &Names) -> Result<(Vocab, Merges, FixedTokens)> {
+    const NAME: &str = "tokenizer.json";
+    let root = parse_json_object(text, names, NAME)?;
+    let model =
+        root.get("model").and_then(Value::as_object).ok_or_else(|| names.err(NAME, "missing \"model\" object"))?;
+    if let Some(kind) = model.get("type").and_then(Value::as_str) {
+        if kind != "BPE" {
+            return Err(names.err(NAME, format!("model type is {kind}; a CLIP tokenizer is BPE")));
+        }
+    }
+    let vocab =
+        parse_vocab_object(model.get("vocab").ok_or_else(|| names.err(NAME, "missing model.vocab"))?, names, NAME)?;
+    let merges =
+        parse_merges_json(model.get("merges").ok_or_else(|| names.err(NAME, "missing model.merges"))?, names, NAME)?;
+    let mut added = Vec::new();
+    match root.get("added_tokens") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            for (i, item) in list.iter().enumerate() {
+                let what = format!("added_tokens[{i}]");
+                let id = item
+                    .get("id")
+                    .and_then(Value::as_u64)
+                    .and_then(|id| u32::try_from(id).ok())
+                    .ok_or_else(|| names.err(NAME, format!("{what}: missing or invalid \"id\"")))?;
+                added.push((id, parse_token_spec(item, names, NAME, &what, false)?));
+            }
+        }
+        Some(_) => return Err(names.err(NAME, "added_tokens is not a list")),
+    }
+    Ok((vocab, merges, added))
+}
+
+/// `tokenizer_config.json`'s `added_tokens_decoder` (`{"49406": {"content": ...}}`).
+fn parse_added_tokens_decoder(value: &Value, names: &Names, name: &str) -> Result<FixedTokens> {
+    let obj =
+        value.as_object().ok_or_else(|| names.err(name, "added_tokens_decoder is not an object of id -> token"))?;
+    let mut out = Vec::with_capacity(obj.len());
+    for (id, token) in obj {
+        let what = format!("added_tokens_decoder[{id}]");
+        let id = id.parse::<u32>().map_err(|_| names.err(name, format!("{what}: the key is not a token id")))?;
+        out.push((id, parse_token_spec(token, names, name, &what, false)?));
+    }
+    Ok(out)
+}
+
+/// `model_max_length` of `tokenizer_config.json`.
+fn parse_context_length(config: Option<&Map<String, Value>>, names: &Names) -> Result<usize> {
+    const NAME: &str = "tokenizer_config.json";
+    let Some(value) = config.and_then(|c| c.get("model_max_length")) else {
+        return Ok(DEFAULT_CONTEXT_LENGTH);
+    };
+    if value.is_null() {
+        return Ok(DEFAULT_CONTEXT_LENGTH);
+    }
+    if let Some(n) = value.as_u64() {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        if (2..=MAX_CONTEXT_LENGTH).contains(&n) {
+            return Ok(n);
+        }
+        if n as f64 >= UNSET_MAX_LENGTH {
+            return Ok(DEFAULT_CONTEXT_LENGTH);
+        }
+    } else if let Some(f) = value.as_f64() {
+        if f >= UNSET_MAX_LENGTH {
+            return Ok(DEFAULT_CONTEXT_LENGTH);
+        }
+    }
+    Err(names.err(
+        NAME,
+        format!("model_max_length {value} is not a context length (an integer from 2 to {MAX_CONTEXT_LENGTH})"),
+    ))
+}
+
+fn build_pipeline(vocab: Vocab, merges: Merges, unk: &str, model_file: &str, names: &Names) -> Result<Tokenizer> {
+    let model = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .unk_token(unk.to_string())
+        .continuing_subword_prefix(String::new())
+        .end_of_word_suffix(END_OF_WORD.to_string())
+        .fuse_unk(false)
+        .build()
+        .map_err(|e| names.err(model_file, format!("inconsistent vocabulary and merges: {e}")))?;
+    let internal = |e: tokenizers::Error| Error::Tokenizer {
+        file: names.file(model_file),
+        reason: format!("cannot build the CLIP pipeline: {e}"),
+    };
+    let mut tokenizer = Tokenizer::new(model);
+    let whitespace = Replace::new(ReplacePattern::Regex(r"\s+".to_string()), " ").map_err(internal)?;
+    tokenizer.with_normalizer(Some(NormalizerSequence::new(vec![NFC.into(), whitespace.into(), Lowercase.into()])));
+    let split = Split::new(SplitPattern::Regex(CLIP_SPLIT_PATTERN.to_string()), SplitDelimiterBehavior::Removed, true)
+        .map_err(internal)?;
+    tokenizer.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![
+        split.into(),
+        ByteLevel::new(false, true, true).into(),
+    ])));
+    tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
+    Ok(tokenizer)
+}
+
+impl ClipTokenizer {
+    /// Builds the tokenizer from the contents of a tokenizer folder's files.
+    /// `folder_name` only serves the error messages (`"{folder_name}/vocab.json: ..."`).
+    ///
+    /// `tokenizer.json` is used when present, else `vocab.json` + `merges.txt`.
+    pub fn from_files(files: &TokenizerFiles, folder_name: &str) -> Result<Self> {
+        let names = Names { folder: folder_name };
+        let config = files
+            .tokenizer_config_json
+            .as_deref()
+            .map(|t| parse_json_object(t, &names, "tokenizer_config.json"))
+            .transpose()?;
+        let special_map = files
+            .special_tokens_map_json
+            .as_deref()
+            .map(|t| parse_json_object(t, &names, "special_tokens_map.json"))
+            .transpose()?;
+
+        // Vocabulary, merges and the added tokens with fixed ids.
+        let (vocab, merges, file_added, model_file) =
+            match (&files.tokenizer_json, &files.vocab_json, &files.merges_txt) {
+                (Some(json), _, _) => {
+                    let (vocab, merges, added) = parse_tokenizer_json(json, &names)?;
+                    (vocab, merges, added, "tokenizer.json")
+                }
+                (None, Some(vocab_json), Some(merges_txt)) => {
+                    let root: Value = serde_json::from_str(vocab_json)
+                        .map_err(|e| names.err("vocab.json", format!("invalid JSON: {e}")))?;
+                    let vocab = parse_vocab_object(&root, &names, "vocab.json")?;
+                    let merges = parse_merges_txt(merges_txt, &names, "merges.txt")?;
+                    (vocab, merges, Vec::new(), "merges.txt")
+                }
+                (None, vocab_json, merges_txt) => {
+                    let mut found: Vec<&str> = Vec::new();
+                    for (present, name) in [
+                        (vocab_json.is_some(), "vocab.json"),
+                        (merges_txt.is_some(), "merges.txt"),
+                        (files.tokenizer_config_json.is_some(), "tokenizer_config.json"),
+                        (files.special_tokens_map_json.is_some(), "special_tokens_map.json"),
+                    ] {
+                        if present {
+                            found.push(name);
+                        }
+                    }
+                    let found = if found.is_empty() { "none".to_string() } else { found.join(", ") };
+                    return Err(Error::Tokenizer {
+                        file: if folder_name.is_empty() { "tokenizer".to_string() } else { folder_name.to_string() },
+                        reason: format!(
+                            "missing tokenizer files: a CLIP tokenizer needs tokenizer.json, or vocab.json together \
+                         with merges.txt (found: {found})"
+                        ),
+                    });
+                }
+            };
+
+        // Added tokens with ids: tokenizer_config.json's added_tokens_decoder wins over
+        // tokenizer.json's added_tokens (as in transformers).
+        let decoder_in_config = config.as_ref().and_then(|c| c.get("added_tokens_decoder")).filter(|v| !v.is_null());
+        let mut fixed: FixedTokens = match decoder_in_config {
+            Some(v) => parse_added_tokens_decoder(v, &names, "tokenizer_config.json")?,
+            None => file_added,
+        };
+        fixed.sort_by_key(|(id, _)| *id);
+
+        // Named special tokens: special_tokens_map.json overrides tokenizer_config.json, unless
+        // the config carries added_tokens_decoder (then special_tokens_map.json is not read).
+        let mut specials: Vec<(&str, SpecialValue, &str)> = Vec::new();
+        for key in SPECIAL_KEYS {
+            let mut found = None;
+            if decoder_in_config.is_none() {
+                if let Some(v) = special_map.as_ref().and_then(|m| m.get(key)) {
+                    found = parse_special(v, &names, "special_tokens_map.json", key)?
+                        .map(|s| (s, "special_tokens_map.json"));
+                }
+            }
+            if found.is_none() {
+                if let Some(v) = config.as_ref().and_then(|c| c.get(key)) {
+                    found =
+                        parse_special(v, &names, "tokenizer_config.json", key)?.map(|s| (s, "tokenizer_config.json"));
+                }
+            }
+            // CLIPTokenizer's defaults.
+            let found = found.or(match key {
+                "bos_token" => Some((SpecialValue::Str("<|startoftext|>".into()), "CLIPTokenizer defaults")),
+                "eos_token" | "unk_token" | "pad_token" => {
+                    Some((SpecialValue::Str("<|endoftext|>".into()), "CLIPTokenizer defaults"))
+                }
+                _ => None,
+            });
+            if let Some((mut value, source)) = found {
+                // A special token that the added tokens describe takes their flags.
+                if let Some((_, spec)) = fixed.iter().find(|(_, t)| t.content == value.content()) {
+                    value = SpecialValue::Token(spec.clone());
+                }
+                specials.push((key, value, source));
+            }
+        }
+        let special = |key: &str| specials.iter().find(|(k, _, _)| *k == key);
+        let unk = special("unk_token").map(|(_, v, _)| v.content().to_string()).unwrap_or_default();
+
+        let mut tokenizer = build_pipeline(vocab, merges, &unk, model_file, &names)?;
+
+        // Register the added tokens the way transformers does: the fixed ones by id, then the
+        // named specials that are not among them, each distinct version once; when one content
+        // comes in several versions the last one's flags hold.
+        let fixed_contents: HashSet<&str> = fixed.iter().map(|(_, t)| t.content.as_str()).collect();
+        let mut versions: Vec<SpecialValue> = fixed.iter().map(|(_, t)| SpecialValue::Token(t.clone())).collect();
+        for (_, value, _) in &specials {
+            if !fixed_contents.contains(value.content()) && !versions.contains(value) {
+                versions.push(value.clone());
+            }
+        }
+        let mut to_add: Vec<TokenSpec> = Vec::new();
+        for version in &versions {
+            let spec = match version {
+                SpecialValue::Token(t) if fixed_contents.contains(t.content.as_str()) => t.clone(),
+                other => other.to_spec(),
+            };
+            match to_add.iter_mut().find(|t| t.content == spec.content) {
+                Some(existing) => *existing = spec,
+                None => to_add.push(spec),
+            }
+        }
+        let added: Vec<AddedToken> = to_add.iter().map(TokenSpec::to_added).collect();
+        tokenizer.add_tokens(&added);
+        for (id, spec) in &fixed {
+            let got = tokenizer.token_to_id(&spec.content);
+            if got != Some(*id) {
+                let file = if decoder_in_config.is_some() { "tokenizer_config.json" } else { "tokenizer.json" };
+                return Err(names.err(
+                    file,
+                    format!(
+                        "added token {:?} is declared with id {id} but gets id {} (ids of added tokens must \
+                         follow the vocabulary without gaps)",
+                        spec.content,
+                        got.map_or("none".to_string(), |g| g.to_string())
+                    ),
+                ));
+            }
+        }
+
+        let id_of = |key: &str| -> Result<(String, u32)> {
+            let (_, value, source) =
+                special(key).ok_or_else(|| names.err("tokenizer_config.json", format!("no {key}")))?;
+            let content = value.content().to_string();
+            // A named token must be a vocabulary entry or a declared added token: a new id past the
+            // vocabulary would index past the text encoder's embedding table.
+            let known = tokenizer.get_model().token_to_id(&content).is_some()
+                || fixed.iter().any(|(_, t)| t.content == content);
+            let id = tokenizer.token_to_id(&content).filter(|_| known).ok_or_else(|| {
+                let file = if source.ends_with(".json") { source } else { model_file };
+                names.err(file, format!("{key} {content:?} ({source}) is not in the vocabulary ({model_file})"))
+            })?;
+            Ok((content, id))
+        };
+        let (bos_token, bos_id) = id_of("bos_token")?;
+        let (eos_token, eos_id) = id_of("eos_token")?;
+        let (_, pad_id) = id_of("pad_token")?;
+        tokenizer.with_post_processor(Some(
+            RobertaProcessing::new((eos_token.clone(), eos_id), (bos_token.clone(), bos_id))
+                .trim_offsets(false)
+                .add_prefix_space(false),
+        ));
+
+        let context_length = parse_context_length(config.as_ref(), &names)?;
+        let added_ids = tokenizer.get_added_vocabulary().get_added_tokens_decoder().keys().copied().collect();
+        let vocab_size = tokenizer.get_vocab_size(true);
+        Ok(ClipTokenizer {
+            tokenizer,
+            bos_id,
+            eos_id,
+            pad_id,
+            bos_token,
+            eos_token,
+            context_length,
+            vocab_size,
+            added_ids,
+            folder: if folder_name.is_empty() { "tokenizer".to_string() } else { folder_name.to_string() },
+        })
+    }
+
+    /// Reads a tokenizer folder (`tokenizer.json`, or `vocab.json` + `merges.txt`, plus the
+    /// optional `tokenizer_config.json` and `special_tokens_map.json`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_folder(dir: &std::path::Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::Read {
+                path: dir.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer folder not found"),
+            });
+        }
+        let read = |name: &str| -> Result<Option<String>> {
+            let path = dir.join(name);
+            match std::fs::read(&path) {
+                Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|e| Error::Tokenizer {
+                    file: path.display().to_string(),
+                    reason: format!("not UTF-8 text: {e}"),
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(Error::Read { path, source }),
+            }
+        };
+        let files = TokenizerFiles {
+            tokenizer_json: read("tokenizer.json")?,
+            vocab_json: read("vocab.json")?,
+            merges_txt: read("merges.txt")?,
+            tokenizer_config_json: read("tokenizer_config.json")?,
+            special_tokens_map_json: read("special_tokens_map.json")?,
+        };
+        Self::from_files(&files, &dir.display().to_string())
+    }
+
+    /// The prompt's ids, bos and eos excluded, before truncation.
+    fn content(&self, text: &str) -> Result<tokenizers::Encoding> {
+        self.tokenizer.encode(text, false).map_err(|e| Error::Tokenizer {
+            file: self.folder.clone(),
+            reason: format!("cannot tokenize the prompt: {e}"),
+        })
+    }
+
+    /// Ids padded/truncated to [`context_length`](Self::context_length), as
+    /// `tokenizer(text, padding="max_length", max_length=context_length, truncation=True)`:
+    /// bos, at most `context_length - 2` prompt tokens, eos, pad ids.
+    pub fn encode(&self, text: &str) -> Result<Encoded> {
+        let content = self.content(text)?;
+        let content = content.get_ids();
+        let room = self.context_length - 2;
+        let kept = content.len().min(room);
+        let mut ids = Vec::with_capacity(self.context_length);
+        ids.push(i64::from(self.bos_id));
+        ids.extend(content[..kept].iter().map(|&id| i64::from(id)));
+        ids.push(i64::from(self.eos_id));
+        let len = ids.len();
+        ids.resize(self.context_length, i64::from(self.pad_id));
+        Ok(Encoded { ids, truncated: content.len() > room, len, untruncated_len: content.len() + 2 })
+    }
+
+    /// Number of ids the text encoder takes (`model_max_length`, 77 for SD).
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    /// Vocabulary size, added tokens included (`len(tokenizer)` in transformers).
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// Id of the start token (`<|startoftext|>`).
+    pub fn bos_id(&self) -> i64 {
+        i64::from(self.bos_id)
+    }
+
+    /// Id of the end token (`<|endoftext|>`).
+    pub fn eos_id(&self) -> i64 {
+        i64::from(self.eos_id)
+    }
+
+    /// Id the encoder pads with (49407 for SD-1, 0 = `!` for SD-2).
+    pub fn pad_id(&self) -> i64 {
+        i64::from(self.pad_id)
+    }
+
+    /// Adds a token at run time (textual inversion / concept learning), like transformers'
+    /// `tokenizer.add_tokens(token)`: matched wherever it occurs in a prompt (after
+    /// lowercasing), encoded as one id. Returns its id: the existing one if the token is already
+    /// known, a new one (the old [`vocab_size`](Self::vocab_size)) otherwise. Note that a string
+    /// that is already a vocabulary entry (e.g. `"hello"`, a word piece) keeps that entry's id,
+    /// so a caller that needs a fresh embedding row should check `id >= old vocab_size`.
+    pub fn add_token(&mut self, token: &str) -> Result<i64> {
+        if token.is_empty() || token.trim().is_empty() {
+            return Err(Error::InvalidInput(format!("cannot add the token {token:?}: it is empty or blank")));
+        }
+        if let Some(&id) = self.tokenizer.get_added_vocabulary().get_vocab().get(token) {
+            return Ok(i64::from(id));
+        }
+        self.tokenizer.add_tokens(&[AddedToken::from(token.to_string(), false)]);
+        let id = self
+            .tokenizer
+            .token_to_id(token)
+            .ok_or_else(|| Error::InvalidInput(format!("cannot add the token {token:?}")))?;
+        self.added_ids.insert(id);
+        self.vocab_size = self.tokenizer.get_vocab_size(true);
+        Ok(i64::from(id))
+    }
+
+    /// Id of a token string as the vocabulary spells it (`"cat</w>"`, `"<|endoftext|>"`,
+    /// an added token such as `"<cat-toy>"`).
+    pub fn token_id(&self, token: &str) -> Option<i64> {
+        self.tokenizer.token_to_id(token).map(i64::from)
+    }
+
+    /// The token strings of a prompt, one for each of the first [`Encoded::len`] ids of
+    /// [`encode`](Self::encode) (bos and eos included, padding excluded, same truncation):
+    /// word pieces as text, `</w>` stripped (`"a photo"` -> `["<|startoftext|>", "a", "photo",
+    /// "<|endoftext|>"]`). A piece that holds only part of a multi-byte character shows
+    /// U+FFFD for it.
+    pub fn tokens(&self, text: &str) -> Result<Vec<String>> {
+        let content = self.content(text)?;
+        let room = self.context_length - 2;
+        let decoder = ByteLevelDecoder::default();
+        let mut out = Vec::with_capacity(content.len().min(room) + 2);
+        out.push(self.bos_token.clone());
+        for (&id, token) in content.get_ids().iter().zip(content.get_tokens()).take(room) {
+            if self.added_ids.contains(&id) {
+                out.push(token.clone());
+                continue;
+            }
+            let piece = token.strip_suffix(END_OF_WORD).unwrap_or(token).to_string();
+            let text =
+                decoder.decode_chain(vec![piece.clone()]).ok().and_then(|v| v.into_iter().next()).unwrap_or(piece);
+            out.push(text);
+        }
+        out.push(self.eos_token.clone());
+        Ok(out)
+    }
+
+    /// The underlying `tokenizers` tokenizer (no truncation or padding configured; `encode`
+    /// with `add_special_tokens = true` adds bos/eos).
+    pub fn inner(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+}
