@@ -20,6 +20,24 @@ pub trait ModelFiles {
     fn name(&self) -> String;
 }
 
+/// A pipeline held in memory, path -> bytes (what the browser hands over after fetching or
+/// picking a folder).
+#[derive(Debug, Default, Clone)]
+pub struct MemoryFiles {
+    pub name: String,
+    pub files: std::collections::HashMap<String, Vec<u8>>,
+}
+
+impl ModelFiles for MemoryFiles {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.files.get(path).cloned())
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}
+
 fn read_text(files: &dyn ModelFiles, path: &str) -> Result<Option<String>> {
     files.read(path)?.map(|bytes| {
         String::from_utf8(bytes).map_err(|_| Error::config(format!("{}/{path}", files.name()), "not UTF-8 text"))

@@ -99,3 +99,36 @@ fn sd2_vae() { check_vae("sd2") }
 fn sd1_pipeline() { check_pipeline("sd1") }
 #[test]
 fn sd2_pipeline() { check_pipeline("sd2") }
+
+/// The browser path: the same pipeline from bytes in memory gives the same text features.
+#[test]
+fn loads_from_bytes_in_memory() {
+    use lifelong_diffusion::loader::MemoryFiles;
+    let root = fixtures().join("sd2");
+    let mut files = MemoryFiles { name: "sd2 (memory)".into(), ..Default::default() };
+    for rel in [
+        "model_index.json", "scheduler/scheduler_config.json", "text_encoder/config.json", "text_encoder/model.safetensors",
+        "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json", "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors", "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+    ] {
+        files.files.insert(rel.into(), std::fs::read(root.join(rel)).unwrap());
+    }
+    let device = burn::prelude::Device::flex();
+    let model = loader::load(&files, &device).unwrap();
+    let refs = load_refs(&fixtures().join("sd2_ref.safetensors"));
+    let ids = model.tokenizer.encode("a photo of a cat").unwrap().ids;
+    let ids = burn::prelude::Tensor::<2, burn::prelude::Int>::from_data(burn::prelude::TensorData::new(ids, [1, 77]), &device);
+    assert_close("sd2 from memory: text encoder", model.text_encoder.forward(ids), &refs["text_hidden"], MODULE_TOL);
+}
+
+/// The cheap preview is an image of the latents' size in [0, 1], without the VAE.
+#[test]
+fn preview_is_rgb_in_unit_range() {
+    let device = burn::prelude::Device::flex();
+    let refs = load_refs(&fixtures().join("sd1_ref.safetensors"));
+    let preview = lifelong_diffusion::pipeline::preview_rgb(&refs["final_latents"].tensor(&device));
+    assert_eq!(preview.dims(), [1, 3, 16, 16]);
+    let v = values(preview);
+    assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
+    assert!(v.iter().any(|&x| x > 0.0 && x < 1.0), "preview is not all clipped");
+}

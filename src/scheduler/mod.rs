@@ -620,7 +620,7 @@ impl Common {
         if let Some(t) = timesteps.iter().find(|t| !(t.is_finite() && **t >= 0.0 && **t <= max)) {
             return Err(invalid(
                 "steps_offset",
-                format!("the schedule reaches timestep {t}, outside the trained range 0..={max}; lower steps_offset"),
+                format!("the schedule reaches timestep {t}, outside the trained range 0..={max}; use fewer steps or lower steps_offset"),
             ));
         }
         Ok(())
