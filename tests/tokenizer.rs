@@ -583,14 +583,3 @@ fn odd_input_does_not_panic() {
         assert_eq!(tok.tokens(text).unwrap().len(), enc.len);
     }
 }
-
-#[test]
-fn zz_scratch_dump() {
-    let Ok(path) = std::env::var("LD_TOK_DUMP") else { return };
-    let texts: Vec<String> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    for which in ["sd1", "sd2"] {
-        let tok = load(which);
-        let all: Vec<Vec<i64>> = texts.iter().map(|t| { let e = tok.encode(t).unwrap(); e.ids[..e.len].to_vec() }).collect();
-        println!("DUMP {which} {}", serde_json::to_string(&all).unwrap());
-    }
-}
