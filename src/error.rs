@@ -36,7 +36,7 @@ pub enum Error {
     Tokenizer { file: String, reason: String },
 
     #[error("scheduler: {0}")]
-    Scheduler(String),
+    Scheduler(#[from] crate::scheduler::SchedulerError),
 
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -87,7 +87,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     if let Some(p) = &args.out_latents {
         check_writable(p)?;
     }
-    let scheduler = args.scheduler.as_deref().map(str::parse::<SchedulerKind>).transpose().map_err(|e| Error::Scheduler(e.to_string()))?;
+    let scheduler = args.scheduler.as_deref().map(str::parse::<SchedulerKind>).transpose()?;
     let backend = args.backend.map(|b| match b {
         BackendArg::Wgpu => Backend::Wgpu,
         BackendArg::Cpu => Backend::Cpu,

@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use burn::prelude::*;
-use lifelong_diffusion::scheduler::{
-    self, DdimScheduler, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind,
-};
+use lifelong_diffusion::scheduler::{self, DdimScheduler, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind};
 
 /// Step outputs: `|ours - ref| <= ATOL + RTOL * |ref|`.
 const ATOL: f32 = 1e-5;
@@ -44,10 +42,6 @@ impl Fixture {
         assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name} is not F32");
         let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         (data, view.shape().to_vec())
-    }
-
-    fn has(&self, name: &str) -> bool {
-        safetensors::SafeTensors::deserialize(&self.bytes).map(|st| st.tensor(name).is_ok()).unwrap_or(false)
     }
 }
 
@@ -125,7 +119,8 @@ fn fixture_matches_diffusers() {
         let (outs, _) = fx.tensor(&format!("{name}.model_outputs"));
         let (scaled, _) = fx.tensor(&format!("{name}.scaled_inputs"));
         let (prevs, _) = fx.tensor(&format!("{name}.prev_samples"));
-        let noises = if case["has_noises"].as_bool().unwrap() { Some(fx.tensor(&format!("{name}.noises")).0) } else { None };
+        let noises =
+            if case["has_noises"].as_bool().unwrap() { Some(fx.tensor(&format!("{name}.noises")).0) } else { None };
         assert_eq!(s.needs_noise(), noises.is_some(), "{name}: needs_noise");
         let numel: usize = shape.iter().product();
         let part = |v: &[f32], i: usize| v[i * numel..(i + 1) * numel].to_vec();
@@ -314,9 +309,14 @@ fn bad_config_values_are_errors() {
         assert!(matches!(err(&with(key, value), dpm, 10), SchedulerError::InvalidConfig { .. }), "{key}");
     }
     // dpmsolver (noise prediction) cannot end at sigma 0, as in diffusers
-    assert!(matches!(err(&with("algorithm_type", "dpmsolver".into()), dpm, 10), SchedulerError::InvalidConfig { ref key, .. } if key == "final_sigmas_type"));
+    assert!(
+        matches!(err(&with("algorithm_type", "dpmsolver".into()), dpm, 10), SchedulerError::InvalidConfig { ref key, .. } if key == "final_sigmas_type")
+    );
     let euler = Some(SchedulerKind::Euler);
-    assert!(matches!(err(&with("interpolation_type", "log_linear".into()), euler, 10), SchedulerError::InvalidConfig { .. }));
+    assert!(matches!(
+        err(&with("interpolation_type", "log_linear".into()), euler, 10),
+        SchedulerError::InvalidConfig { .. }
+    ));
     let mut both = with("use_karras_sigmas", true.into());
     both.use_exponential_sigmas = true;
     assert!(matches!(err(&both, euler, 10), SchedulerError::InvalidConfig { .. }));
@@ -368,7 +368,10 @@ fn step_errors_instead_of_panicking() {
             Err(SchedulerError::StepOutOfRange { step_index: 5, num_steps: 5 })
         ));
         let wrong = Tensor::<4>::ones([1, 4, 8, 4], &device());
-        assert!(matches!(s.step(wrong.clone(), 0, x.clone(), noise.clone()), Err(SchedulerError::ShapeMismatch { .. })));
+        assert!(matches!(
+            s.step(wrong.clone(), 0, x.clone(), noise.clone()),
+            Err(SchedulerError::ShapeMismatch { .. })
+        ));
         assert!(matches!(s.add_noise(x.clone(), wrong, 0), Err(SchedulerError::ShapeMismatch { .. })));
         assert!(matches!(s.add_noise(x.clone(), x.clone(), 9), Err(SchedulerError::StepOutOfRange { .. })));
         // past-the-end scale_model_input does not panic
@@ -407,7 +410,8 @@ fn ddim_eta_and_add_noise() {
 fn dpm_restart_matches_fresh_scheduler() {
     let shape = [1, 1, 2, 2];
     let x = to_tensor(&[0.5, -1.0, 2.0, 0.25], shape);
-    let outs: Vec<Tensor<4>> = (0..4).map(|i| to_tensor(&[0.1 * i as f32, -0.2, 0.3, 1.0 - 0.1 * i as f32], shape)).collect();
+    let outs: Vec<Tensor<4>> =
+        (0..4).map(|i| to_tensor(&[0.1 * i as f32, -0.2, 0.3, 1.0 - 0.1 * i as f32], shape)).collect();
     let run = |s: &mut Box<dyn Scheduler>| {
         let mut y = x.clone();
         for (i, o) in outs.iter().enumerate() {
@@ -425,7 +429,7 @@ fn dpm_restart_matches_fresh_scheduler() {
 /// (`EulerDiscreteScheduler` / `DPMSolverMultistepScheduler` with the SD-1.5 betas,
 /// `set_timesteps(8)`; `scheduler.timesteps` and `scheduler.sigmas`).
 ///
-/// Within ~2 float32 ulps rather than bit-exact: PyTorch's CPU float32 `sqrt` (MKL VML) is not
+/// Within a few float32 ulps rather than bit-exact: PyTorch's CPU float32 `sqrt` (MKL VML) is not
 /// correctly rounded (e.g. it gives 0.02916753478 for the SD-1.5 sigma at t = 0, where the
 /// correctly rounded value, and NumPy's, is 0.02916753292), and the float timesteps of Karras /
 /// exponential / continuous schedules inherit that last-bit difference.
@@ -435,11 +439,14 @@ fn other_sigma_schedules_match_diffusers() {
         let s = scheduler::create(&cfg, Some(kind), 8).unwrap_or_else(|e| panic!("{label}: {e}"));
         assert_eq!(s.timesteps().len(), ts.len(), "{label}");
         for (a, b) in s.timesteps().iter().zip(ts) {
-            assert!((a - b).abs() <= 1e-6 + 3e-7 * b.abs(), "{label}: timesteps {:?} vs {ts:?}", s.timesteps());
+            // (float timesteps come from sigma_to_t, which amplifies a 1-ulp sigma difference
+            // ~100x at small t, e.g. 12.0010586 vs 12.0010653)
+            assert!((a - b).abs() <= 2e-5 + 3e-7 * b.abs(), "{label}: timesteps {:?} vs {ts:?}", s.timesteps());
         }
         let ours = s.sigmas().unwrap();
         for (a, b) in ours.iter().zip(sig) {
-            assert!((a - b).abs() <= 1e-9 + 3e-7 * b.abs(), "{label}: sigmas {ours:?} vs {sig:?}");
+            // (zero-SNR rescaling runs several more float32 ops through torch's sqrt: ~4 ulps)
+            assert!((a - b).abs() <= 1e-9 + 1e-6 * b.abs(), "{label}: sigmas {ours:?} vs {sig:?}");
         }
     };
     for (label, kind, cfg, ts, sig) in golden_sigma_schedules() {
@@ -448,7 +455,9 @@ fn other_sigma_schedules_match_diffusers() {
 }
 
 /// (label, kind, config, timesteps, sigmas) from diffusers 0.42.1.
-fn golden_sigma_schedules() -> Vec<(&'static str, SchedulerKind, SchedulerConfig, Vec<f64>, Vec<f64>)> {
+type Schedule = (&'static str, SchedulerKind, SchedulerConfig, Vec<f64>, Vec<f64>);
+
+fn golden_sigma_schedules() -> Vec<Schedule> {
     GOLDEN
         .iter()
         .map(|(label, kind, patch, ts, sig)| {
@@ -545,13 +554,18 @@ fn step_variants_match_diffusers() {
         let x0: Vec<f32> = (0..4).map(|j| ((j as f64 - 1.5) * 0.7) as f32).collect();
         let mut x = to_tensor(&x0, shape).mul_scalar(s.init_noise_sigma());
         for i in 0..s.timesteps().len() {
-            let (fi, out): (f64, Vec<f32>) = (i as f64, (0..4).map(|j| (1.3 * i as f64 + 0.7 * j as f64 + 0.1).sin() as f32).collect());
+            let (fi, out): (f64, Vec<f32>) =
+                (i as f64, (0..4).map(|j| (1.3 * i as f64 + 0.7 * j as f64 + 0.1).sin() as f32).collect());
             let z: Vec<f32> = (0..4).map(|j| (2.1 * fi - 0.4 * j as f64).cos() as f32).collect();
             let noise = s.needs_noise().then(|| to_tensor(&z, shape));
             x = s.step(to_tensor(&out, shape), i, x, noise).unwrap_or_else(|e| panic!("{label} step {i}: {e}"));
         }
         let ours = to_vec(x);
-        let w = worst(&ours, expected);
+        // Twice the fixture tolerance: these are free-running chains, and the zero-SNR ones start
+        // at sigma = sqrt(2^24 - 1), a near-tie that torch's float32 sqrt rounds up to 4096 (we
+        // round correctly to 4095.99976); that alone costs ~0.8x the fixture tolerance.
+        let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+        let w = worst(&ours, &expected) / 2.0;
         eprintln!("{label}: error {w:.3} x tolerance");
         if w > 1.0 {
             failures.push(format!("{label}: {ours:?} vs {expected:?}"));
@@ -560,7 +574,8 @@ fn step_variants_match_diffusers() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-type GoldenSteps = (&'static str, SchedulerKind, usize, f64, &'static str, [f32; 4]);
+/// (label, kind, steps, DDIM eta, config patch, final sample as printed from float32).
+type GoldenSteps = (&'static str, SchedulerKind, usize, f64, &'static str, [f64; 4]);
 
 #[rustfmt::skip]
 const GOLDEN_STEPS: &[GoldenSteps] = &[

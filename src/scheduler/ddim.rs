@@ -20,7 +20,10 @@
 use burn::prelude::*;
 
 use super::tables::{self};
-use super::{check_index, check_shape, invalid, lin, Common, LazyLin, Prediction, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind};
+use super::{
+    check_index, check_shape, invalid, lin, Common, LazyLin, Prediction, Scheduler, SchedulerConfig, SchedulerError,
+    SchedulerKind,
+};
 
 /// diffusers `DDIMScheduler` after `set_timesteps(n)`.
 #[derive(Debug, Clone)]
@@ -52,7 +55,15 @@ impl DdimScheduler {
         let timesteps =
             tables::ddim_timesteps(common.spacing, common.train_steps, num_inference_steps, common.steps_offset);
         common.check_timesteps(&timesteps)?;
-        Ok(DdimScheduler { common, num_inference_steps, timesteps, final_alpha_cumprod, clip_sample, eta: 0.0, last_x0: None })
+        Ok(DdimScheduler {
+            common,
+            num_inference_steps,
+            timesteps,
+            final_alpha_cumprod,
+            clip_sample,
+            eta: 0.0,
+            last_x0: None,
+        })
     }
 
     /// DDIM's eta (eq. 16): 0 (the default, what diffusers pipelines use) is deterministic DDIM,
@@ -136,7 +147,7 @@ impl Scheduler for DdimScheduler {
         let (x0_c, eps_c) = match self.common.prediction {
             Prediction::Epsilon => ((1.0 / sa, -sb / sa), (0.0, 1.0)),
             Prediction::Sample => ((0.0, 1.0), (1.0 / sb, -sa / sb)),
-            Prediction::VPrediction => ((sa, -sb), (sb, sa)),
+            Prediction::Velocity => ((sa, -sb), (sb, sa)),
         };
         // 5. sigma_t(eta), eq. 16
         let variance = ((1.0 - a_prev) / b_t) * (1.0 - a_t / a_prev);
@@ -156,10 +167,8 @@ impl Scheduler for DdimScheduler {
                 out
             }
             None => {
-                let out = lin(&[
-                    (&sample, sap * x0_c.0 + dir * eps_c.0),
-                    (&model_output, sap * x0_c.1 + dir * eps_c.1),
-                ]);
+                let out =
+                    lin(&[(&sample, sap * x0_c.0 + dir * eps_c.0), (&model_output, sap * x0_c.1 + dir * eps_c.1)]);
                 self.last_x0 = Some(x0);
                 out
             }

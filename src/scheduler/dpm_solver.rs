@@ -29,7 +29,10 @@ use burn::prelude::*;
 
 use super::euler::{final_sigma_is_min, sigma_schedule, SigmaSchedule};
 use super::tables::{self, BetaSchedule};
-use super::{check_index, check_shape, invalid, lin, Common, LazyLin, Prediction, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind};
+use super::{
+    check_index, check_shape, invalid, lin, Common, LazyLin, Prediction, Scheduler, SchedulerConfig, SchedulerError,
+    SchedulerKind,
+};
 
 /// `algorithm_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,20 +102,28 @@ impl DpmSolverMultistepScheduler {
         let solver_type = match config.solver_type.as_str() {
             "midpoint" | "logrho" | "bh1" | "bh2" => SolverType::Midpoint,
             "heun" => SolverType::Heun,
-            other => return Err(invalid("solver_type", format!("`{other}` is not supported; use \"midpoint\" or \"heun\""))),
+            other => {
+                return Err(invalid("solver_type", format!("`{other}` is not supported; use \"midpoint\" or \"heun\"")))
+            }
         };
         let solver_order = config.solver_order;
         if !(1..=3).contains(&solver_order) {
             return Err(invalid("solver_order", format!("is {solver_order}; use 1, 2 or 3 (2 for guided sampling)")));
         }
         if algorithm == Algorithm::SdeDpmSolver && solver_order == 3 {
-            return Err(invalid("solver_order", "3 is not implemented for \"sde-dpmsolver\" (nor in diffusers); use 1 or 2"));
+            return Err(invalid(
+                "solver_order",
+                "3 is not implemented for \"sde-dpmsolver\" (nor in diffusers); use 1 or 2",
+            ));
         }
         let final_min = final_sigma_is_min(config)?;
         if !algorithm.data_prediction() && !final_min {
             return Err(invalid(
                 "final_sigmas_type",
-                format!("\"zero\" is not supported with algorithm_type \"{}\"; use \"sigma_min\"", config.algorithm_type),
+                format!(
+                    "\"zero\" is not supported with algorithm_type \"{}\"; use \"sigma_min\"",
+                    config.algorithm_type
+                ),
             ));
         }
         if config.variance_type.is_some() {
@@ -123,7 +134,10 @@ impl DpmSolverMultistepScheduler {
         }
         let schedule = sigma_schedule(config)?;
         if config.use_lu_lambdas && schedule != SigmaSchedule::Interpolated {
-            return Err(invalid("use_lu_lambdas", "cannot be combined with use_karras_sigmas / use_exponential_sigmas"));
+            return Err(invalid(
+                "use_lu_lambdas",
+                "cannot be combined with use_karras_sigmas / use_exponential_sigmas",
+            ));
         }
         if config.lambda_min_clipped.is_nan() {
             return Err(invalid("lambda_min_clipped", "is NaN; use a number or -inf"));
@@ -151,11 +165,18 @@ impl DpmSolverMultistepScheduler {
         }
 
         let n = num_inference_steps;
-        let mut timesteps = tables::dpm_timesteps(common.spacing, common.train_steps, last_timestep, n, common.steps_offset);
+        let mut timesteps =
+            tables::dpm_timesteps(common.spacing, common.train_steps, last_timestep, n, common.steps_offset);
         common.check_timesteps(&timesteps)?;
         // Timesteps from sigmas are rounded to integers, except for the cosine schedule, where
         // the int64 cast truncates.
-        let to_int = |t: f64| if common.beta_schedule == BetaSchedule::SquaredCosCapV2 { t.trunc() } else { tables::np_round(t) };
+        let to_int = |t: f64| {
+            if common.beta_schedule == BetaSchedule::SquaredCosCapV2 {
+                t.trunc()
+            } else {
+                tables::np_round(t)
+            }
+        };
         let mut sigmas: Vec<f64> = if schedule != SigmaSchedule::Interpolated {
             // sigmas flipped to descending: in_sigmas[0] is the largest, [-1] the smallest.
             let s_min = train_sigmas[0] as f64;
@@ -175,7 +196,8 @@ impl DpmSolverMultistepScheduler {
             // _convert_to_lu on the flipped log-sigma table, rho = 1.
             let l_min = log_sigmas[0] as f64;
             let l_max = log_sigmas[log_sigmas.len() - 1] as f64;
-            let s: Vec<f64> = tables::np_linspace(0.0, 1.0, n).into_iter().map(|r| (l_max + r * (l_min - l_max)).exp()).collect();
+            let s: Vec<f64> =
+                tables::np_linspace(0.0, 1.0, n).into_iter().map(|r| (l_max + r * (l_min - l_max)).exp()).collect();
             timesteps = s.iter().map(|&x| to_int(tables::sigma_to_t(x, &log_sigmas))).collect();
             s
         } else {
@@ -188,7 +210,9 @@ impl DpmSolverMultistepScheduler {
         // decrease (they do unless a schedule repeats a timestep).
         // (The final sigma may equal the last one: "sigma_min" after a schedule ending at t = 0.)
         let last = sigmas.len() - 1;
-        if let Some(i) = (0..last).find(|&i| !(sigmas[i + 1] < sigmas[i] || (i + 1 == last && sigmas[i + 1] <= sigmas[i]))) {
+        if let Some(i) =
+            (0..last).find(|&i| !(sigmas[i + 1] < sigmas[i] || (i + 1 == last && sigmas[i + 1] <= sigmas[i])))
+        {
             return Err(SchedulerError::InvalidSteps {
                 steps: n,
                 reason: format!(
@@ -301,13 +325,13 @@ impl Scheduler for DpmSolverMultistepScheduler {
             match self.common.prediction {
                 Prediction::Epsilon => (1.0 / alpha_s0, -sigma_s0 / alpha_s0),
                 Prediction::Sample => (0.0, 1.0),
-                Prediction::VPrediction => (alpha_s0, -sigma_s0),
+                Prediction::Velocity => (alpha_s0, -sigma_s0),
             }
         } else {
             match self.common.prediction {
                 Prediction::Epsilon => (0.0, 1.0),
                 Prediction::Sample => (1.0 / sigma_s0, -alpha_s0 / sigma_s0),
-                Prediction::VPrediction => (sigma_s0, alpha_s0),
+                Prediction::Velocity => (sigma_s0, alpha_s0),
             }
         };
         let converted = lin(&[(&sample, cx), (&model_output, co)]);
@@ -368,7 +392,9 @@ impl Scheduler for DpmSolverMultistepScheduler {
         let (c_x, c_d0, c_d1, c_d2, c_z) = match (self.algorithm, order) {
             // DPM-Solver++ eq. 5 / algorithm 2 (first order = DDIM)
             (DpmSolverPP, 1) => (sigma_t / sigma_s0, -alpha_t * (e - 1.0), 0.0, 0.0, 0.0),
-            (DpmSolverPP, 2) if midpoint => (sigma_t / sigma_s0, -alpha_t * (e - 1.0), -0.5 * alpha_t * (e - 1.0), 0.0, 0.0),
+            (DpmSolverPP, 2) if midpoint => {
+                (sigma_t / sigma_s0, -alpha_t * (e - 1.0), -0.5 * alpha_t * (e - 1.0), 0.0, 0.0)
+            }
             (DpmSolverPP, 2) => (sigma_t / sigma_s0, -alpha_t * (e - 1.0), alpha_t * ((e - 1.0) / h + 1.0), 0.0, 0.0),
             (DpmSolverPP, _) => (
                 sigma_t / sigma_s0,
@@ -379,7 +405,9 @@ impl Scheduler for DpmSolverMultistepScheduler {
             ),
             // DPM-Solver (noise prediction), Lu et al. 2022a
             (DpmSolver, 1) => (alpha_t / alpha_s0, -sigma_t * (ep - 1.0), 0.0, 0.0, 0.0),
-            (DpmSolver, 2) if midpoint => (alpha_t / alpha_s0, -sigma_t * (ep - 1.0), -0.5 * sigma_t * (ep - 1.0), 0.0, 0.0),
+            (DpmSolver, 2) if midpoint => {
+                (alpha_t / alpha_s0, -sigma_t * (ep - 1.0), -0.5 * sigma_t * (ep - 1.0), 0.0, 0.0)
+            }
             (DpmSolver, 2) => (alpha_t / alpha_s0, -sigma_t * (ep - 1.0), -sigma_t * ((ep - 1.0) / h - 1.0), 0.0, 0.0),
             (DpmSolver, _) => (
                 alpha_t / alpha_s0,
@@ -389,7 +417,9 @@ impl Scheduler for DpmSolverMultistepScheduler {
                 0.0,
             ),
             // SDE-DPM-Solver++
-            (SdeDpmSolverPP, 1) => (sigma_t / sigma_s0 * e, alpha_t * (1.0 - e2), 0.0, 0.0, sigma_t * (1.0 - e2).sqrt()),
+            (SdeDpmSolverPP, 1) => {
+                (sigma_t / sigma_s0 * e, alpha_t * (1.0 - e2), 0.0, 0.0, sigma_t * (1.0 - e2).sqrt())
+            }
             (SdeDpmSolverPP, 2) if midpoint => (
                 sigma_t / sigma_s0 * e,
                 alpha_t * (1.0 - e2),
@@ -412,7 +442,9 @@ impl Scheduler for DpmSolverMultistepScheduler {
                 sigma_t * (1.0 - e2).sqrt(),
             ),
             // SDE-DPM-Solver
-            (SdeDpmSolver, 1) => (alpha_t / alpha_s0, -2.0 * sigma_t * (ep - 1.0), 0.0, 0.0, sigma_t * (2.0 * h).exp_m1().sqrt()),
+            (SdeDpmSolver, 1) => {
+                (alpha_t / alpha_s0, -2.0 * sigma_t * (ep - 1.0), 0.0, 0.0, sigma_t * (2.0 * h).exp_m1().sqrt())
+            }
             (SdeDpmSolver, _) if midpoint => (
                 alpha_t / alpha_s0,
                 -2.0 * sigma_t * (ep - 1.0),

@@ -19,7 +19,10 @@
 use burn::prelude::*;
 
 use super::tables::{self, Spacing};
-use super::{check_index, check_shape, invalid, lin, Common, LazyLin, Prediction, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind};
+use super::{
+    check_index, check_shape, invalid, lin, Common, LazyLin, Prediction, Scheduler, SchedulerConfig, SchedulerError,
+    SchedulerKind,
+};
 
 /// How the sigma schedule is chosen (`use_*_sigmas`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +34,10 @@ pub(crate) enum SigmaSchedule {
 
 /// Reads and validates the `use_*_sigmas` flags.
 pub(crate) fn sigma_schedule(config: &SchedulerConfig) -> Result<SigmaSchedule, SchedulerError> {
-    let n = [config.use_karras_sigmas, config.use_exponential_sigmas, config.use_beta_sigmas].iter().filter(|b| **b).count();
+    let n = [config.use_karras_sigmas, config.use_exponential_sigmas, config.use_beta_sigmas]
+        .iter()
+        .filter(|b| **b)
+        .count();
     if n > 1 {
         return Err(invalid(
             "use_karras_sigmas",
@@ -39,7 +45,10 @@ pub(crate) fn sigma_schedule(config: &SchedulerConfig) -> Result<SigmaSchedule, 
         ));
     }
     if config.use_beta_sigmas {
-        return Err(invalid("use_beta_sigmas", "beta sigmas are not supported; set it to false (use_karras_sigmas is similar)"));
+        return Err(invalid(
+            "use_beta_sigmas",
+            "beta sigmas are not supported; set it to false (use_karras_sigmas is similar)",
+        ));
     }
     Ok(if config.use_karras_sigmas {
         SigmaSchedule::Karras
@@ -55,7 +64,9 @@ pub(crate) fn final_sigma_is_min(config: &SchedulerConfig) -> Result<bool, Sched
     match config.final_sigmas_type.as_str() {
         "zero" => Ok(false),
         "sigma_min" => Ok(true),
-        other => Err(invalid("final_sigmas_type", format!("`{other}` is not supported; use \"zero\" or \"sigma_min\""))),
+        other => {
+            Err(invalid("final_sigmas_type", format!("`{other}` is not supported; use \"zero\" or \"sigma_min\"")))
+        }
     }
 }
 
@@ -93,8 +104,13 @@ impl EulerDiscreteScheduler {
         }
         let continuous = match config.timestep_type.as_str() {
             "discrete" => false,
-            "continuous" => common.prediction == Prediction::VPrediction,
-            other => return Err(invalid("timestep_type", format!("`{other}` is not supported; use \"discrete\" or \"continuous\""))),
+            "continuous" => common.prediction == Prediction::Velocity,
+            other => {
+                return Err(invalid(
+                    "timestep_type",
+                    format!("`{other}` is not supported; use \"discrete\" or \"continuous\""),
+                ))
+            }
         };
         for (key, v) in [("sigma_min", config.sigma_min), ("sigma_max", config.sigma_max)] {
             if let Some(v) = v {
@@ -147,7 +163,7 @@ impl EulerDiscreteScheduler {
 pub(crate) fn k_x0_coefficients(prediction: Prediction, sigma: f64) -> (f64, f64) {
     match prediction {
         Prediction::Epsilon => (1.0, -sigma),
-        Prediction::VPrediction => (1.0 / (sigma * sigma + 1.0), -sigma / (sigma * sigma + 1.0).sqrt()),
+        Prediction::Velocity => (1.0 / (sigma * sigma + 1.0), -sigma / (sigma * sigma + 1.0).sqrt()),
         Prediction::Sample => (0.0, 1.0),
     }
 }

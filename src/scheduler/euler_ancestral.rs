@@ -17,7 +17,10 @@ use burn::prelude::*;
 
 use super::euler::{k_init_noise_sigma, k_x0_coefficients};
 use super::tables;
-use super::{check_index, check_shape, invalid, lin, Common, LazyLin, Prediction, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind};
+use super::{
+    check_index, check_shape, invalid, lin, Common, LazyLin, Prediction, Scheduler, SchedulerConfig, SchedulerError,
+    SchedulerKind,
+};
 
 /// diffusers `EulerAncestralDiscreteScheduler` after `set_timesteps(n)`.
 #[derive(Debug, Clone)]
@@ -95,7 +98,8 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
         check_shape("noise", &noise, &sample)?;
         let sigma_from = self.sigmas[step_index];
         let sigma_to = self.sigmas[step_index + 1];
-        let sigma_up = (sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to) / (sigma_from * sigma_from)).sqrt();
+        let sigma_up =
+            (sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to) / (sigma_from * sigma_from)).sqrt();
         let sigma_down = (sigma_to * sigma_to - sigma_up * sigma_up).max(0.0).sqrt();
         // 1. x0; 2. d = (x - x0) / sigma; x' = x + d * (sigma_down - sigma) + z * sigma_up
         let (cs, co) = k_x0_coefficients(self.common.prediction, sigma_from);

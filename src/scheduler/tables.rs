@@ -62,13 +62,23 @@ pub(crate) fn np_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
 /// `np.arange(start, stop, step)` for float arguments.
 pub(crate) fn np_arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
     let len = ((stop - start) / step).ceil();
-    if !(len > 0.0) || !len.is_finite() {
+    if len.is_nan() || len <= 0.0 || len.is_infinite() {
         return Vec::new();
     }
     let len = len as usize;
     // NumPy fills the first two values, then uses `delta = buffer[1] - buffer[0]`.
     let delta = (start + step) - start;
-    (0..len).map(|i| if i == 0 { start } else if i == 1 { start + step } else { start + i as f64 * delta }).collect()
+    (0..len)
+        .map(|i| {
+            if i == 0 {
+                start
+            } else if i == 1 {
+                start + step
+            } else {
+                start + i as f64 * delta
+            }
+        })
+        .collect()
 }
 
 /// `np.interp(x, np.arange(len(fp)), fp)` with float32 `fp` (NumPy computes in float64).
@@ -110,7 +120,9 @@ impl BetaSchedule {
             "squaredcos_cap_v2" => Ok(Self::SquaredCosCapV2),
             other => Err(SchedulerError::InvalidConfig {
                 key: "beta_schedule".into(),
-                reason: format!("`{other}` is not supported; use \"linear\", \"scaled_linear\" or \"squaredcos_cap_v2\""),
+                reason: format!(
+                    "`{other}` is not supported; use \"linear\", \"scaled_linear\" or \"squaredcos_cap_v2\""
+                ),
             }),
         }
     }
@@ -280,7 +292,13 @@ pub(crate) fn euler_timesteps(spacing: Spacing, train: usize, n: usize, steps_of
 
 /// Integer timesteps of DPMSolverMultistep's `set_timesteps` (before any sigma conversion).
 /// `last_timestep` is `num_train_timesteps - clipped_idx` (the `lambda_min_clipped` cut).
-pub(crate) fn dpm_timesteps(spacing: Spacing, train: usize, last_timestep: usize, n: usize, steps_offset: usize) -> Vec<f64> {
+pub(crate) fn dpm_timesteps(
+    spacing: Spacing,
+    train: usize,
+    last_timestep: usize,
+    n: usize,
+    steps_offset: usize,
+) -> Vec<f64> {
     match spacing {
         Spacing::Linspace => {
             let mut t: Vec<f64> =
@@ -316,7 +334,10 @@ mod tests {
         // np.arange(1000, 0, -1000/7) has 7 elements; np.arange(1000, 0, -1000/998) has 999.
         assert_eq!(np_arange(1000.0, 0.0, -1000.0 / 7.0).len(), 7);
         assert_eq!(np_arange(1000.0, 0.0, -1000.0 / 998.0).len(), 999);
-        assert_eq!(np_arange(1000.0, 0.0, -100.0), vec![1000.0, 900.0, 800.0, 700.0, 600.0, 500.0, 400.0, 300.0, 200.0, 100.0]);
+        assert_eq!(
+            np_arange(1000.0, 0.0, -100.0),
+            vec![1000.0, 900.0, 800.0, 700.0, 600.0, 500.0, 400.0, 300.0, 200.0, 100.0]
+        );
     }
 
     #[test]
