@@ -105,6 +105,16 @@ pub fn load(files: &dyn ModelFiles, device: &Device) -> Result<LoadedModel> {
     let vb = weights(files, "text_encoder", "model", device)?;
     let text_encoder = ClipTextModel::load(&vb, &clip_config)?;
     vb.finish()?;
+    if tokenizer.context_length() > clip_config.max_position_embeddings {
+        return Err(Error::config(
+            format!("{name}/tokenizer/tokenizer_config.json"),
+            format!(
+                "model_max_length {} exceeds the text encoder's max_position_embeddings {}",
+                tokenizer.context_length(),
+                clip_config.max_position_embeddings
+            ),
+        ));
+    }
     if tokenizer.vocab_size() > text_encoder.vocab_size() {
         return Err(Error::config(
             format!("{name}/tokenizer"),

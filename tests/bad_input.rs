@@ -205,3 +205,21 @@ fn cli_missing_model_folder() {
     assert!(!ok);
     assert!(err.contains("/nonexistent-model"), "{err}");
 }
+
+#[test]
+fn tokenizer_context_longer_than_text_encoder_positions() {
+    let s = Scratch::copy_of("sd2", "ctx");
+    let path = s.path("tokenizer/tokenizer_config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["model_max_length"] = serde_json::json!(100);
+    std::fs::write(&path, config.to_string()).unwrap();
+    let err = s.load().unwrap_err().to_string();
+    assert!(err.contains("max_position_embeddings") && err.contains("tokenizer_config.json"), "{err}");
+}
+
+#[test]
+fn zero_steps_is_a_scheduler_error() {
+    let (ok, err) = cli(&["generate", "--prompt", "a cat", "--model", &sd2(), "--backend", "cpu", "--steps", "0", "--out", "/tmp/ld-x.png"]);
+    assert!(!ok);
+    assert!(err.contains("steps"), "{err}");
+}

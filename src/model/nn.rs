@@ -81,7 +81,7 @@ impl GroupNorm {
         if groups == 0 || channels % groups != 0 {
             return Err(crate::Error::InvalidInput(format!(
                 "GroupNorm `{}`: {channels} channels are not divisible into {groups} groups (norm_num_groups in config.json)",
-                vb.pp("weight").prefix()
+                vb.prefix()
             )));
         }
         Ok(Self { weight: vb.param("weight", [channels])?, bias: vb.param("bias", [channels])?, groups, eps })
