@@ -12,5 +12,6 @@ pub mod rng;
 pub mod scheduler;
 pub mod tokenizer;
 pub mod weights;
+pub mod world;
 
 pub use error::{Error, Result};

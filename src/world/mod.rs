@@ -1,0 +1,31 @@
+//! The procedural shapes world of `../shared/world.md`, the built-in model's training data and its
+//! judge: seeded scene sampling (`sample`), exact rendering to 64 x 64 RGB (`render`), captions and
+//! their parser (`caption`, `parse`), the held-out pairs and combinations (`heldout`), an analytic
+//! scorer that reads a scene back from an image (`score`), and dataset export (`dataset`).
+//!
+//! Everything is deterministic from a `u64` seed and free of I/O except `dataset::export`.
+
+pub mod caption;
+mod classify;
+pub mod dataset;
+pub mod heldout;
+pub mod parse;
+pub mod render;
+pub mod sample;
+pub mod scene;
+pub mod score;
+mod segment;
+pub mod shapes;
+pub mod vocab;
+
+/// The canvas is `SIZE` x `SIZE` pixels.
+pub const SIZE: usize = 64;
+
+pub use caption::{captions, describe, prompt_at, vocabulary, CaptionStyle, Prompt};
+pub use heldout::{novelty, Novelty, HELD_OUT_COMBINATIONS, HELD_OUT_PAIRS};
+pub use parse::parse;
+pub use render::{render, IMAGE_BYTES};
+pub use sample::{sample_scene, sample_spec, scene_at, Split};
+pub use scene::{realize, Layout, Object, ObjectSpec, Scene, SceneKind, Spec};
+pub use score::{check, detect, detect_f32, judge, DetectedObject, Detection, Tally, Verdict};
+pub use vocab::{Background, Color, Place, Relation, Shape, Size};
