@@ -28,6 +28,34 @@ enum Command {
         #[command(subcommand)]
         command: WorldCommand,
     },
+    /// Measure a model.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Generate for shapes-world prompts and score every attribute (single / two objects, seen / held-out).
+    World(EvalWorldArgs),
+}
+
+#[derive(clap::Args)]
+struct EvalWorldArgs {
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Prompts per category (4 categories).
+    #[arg(long, default_value_t = 200)]
+    n: usize,
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum)]
+    backend: Option<BackendArg>,
 }
 
 #[derive(Subcommand)]
@@ -150,23 +178,50 @@ fn check_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
+impl BackendArg {
+    fn backend(self) -> Backend {
+        match self {
+            BackendArg::Wgpu => Backend::Wgpu,
+            BackendArg::Cpu => Backend::Cpu,
+        }
+    }
+}
+
+/// Opens the device and loads the model (`--model`, else the built-in one).
+fn open_pipeline(model: Option<PathBuf>, backend: Option<Backend>) -> Result<(Pipeline, Backend)> {
+    let (device, backend) = native::open_device(backend)?;
+    let model_dir = match model {
+        Some(dir) => dir,
+        None => default_model()?,
+    };
+    let model = loader::load(&Folder(model_dir), &device)?;
+    Ok((Pipeline::new(model, device), backend))
+}
+
+fn eval_world(args: EvalWorldArgs) -> Result<()> {
+    use lifelong_diffusion::world::eval;
+    let (pipeline, backend) = open_pipeline(args.model, args.backend.map(BackendArg::backend))?;
+    let options = eval::EvalOptions { n: args.n, steps: args.steps, guidance: args.guidance, seed: args.seed };
+    let bar = ProgressBar::new((args.n * eval::CATEGORIES.len()) as u64);
+    bar.set_message(format!("{backend:?}"));
+    let results = eval::evaluate(&pipeline, &options, &mut |done, _| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    let results = results?;
+    print!("{}", eval::table(&results));
+    let rows: Vec<_> = results.iter().map(eval::CategoryResult::to_json).collect();
+    println!("{}", serde_json::json!({ "steps": args.steps, "guidance": args.guidance, "categories": rows }));
+    Ok(())
+}
+
 fn generate(args: GenerateArgs) -> Result<()> {
     check_writable(&args.out)?;
     if let Some(p) = &args.out_latents {
         check_writable(p)?;
     }
     let scheduler = args.scheduler.as_deref().map(str::parse::<SchedulerKind>).transpose()?;
-    let backend = args.backend.map(|b| match b {
-        BackendArg::Wgpu => Backend::Wgpu,
-        BackendArg::Cpu => Backend::Cpu,
-    });
-    let (device, backend) = native::open_device(backend)?;
-    let model_dir = match args.model {
-        Some(dir) => dir,
-        None => default_model()?,
-    };
-    let model = loader::load(&Folder(model_dir), &device)?;
-    let pipeline = Pipeline::new(model, device.clone());
+    let backend = args.backend.map(BackendArg::backend);
+    let (pipeline, backend) = open_pipeline(args.model, backend)?;
+    let device = pipeline.device.clone();
     let init_latents = args.init_latents.as_deref().map(|p| native::read_tensor4(p, "init_latents", &device)).transpose()?;
     let options = GenerateOptions {
         prompt: args.prompt,
@@ -204,6 +259,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate(args),
         Command::World { command } => world(command),
+        Command::Eval { command: EvalCommand::World(args) } => eval_world(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::{Error, Result};
 use crate::loader::ModelFiles;
+pub use crate::pipeline::image_to_rgb8;
 
 /// A diffusers pipeline folder on disk.
 pub struct Folder(pub PathBuf);
@@ -84,13 +85,6 @@ pub fn write_png(path: &Path, image: &Tensor<4>) -> Result<()> {
         writer.write_image_data(&pixels).map_err(|e| Error::InvalidInput(e.to_string()))?;
     }
     write_atomic(path, &out)
-}
-
-/// `[1, 3, h, w]` in [0, 1] -> interleaved RGB bytes.
-pub fn image_to_rgb8(image: &Tensor<4>) -> Result<Vec<u8>> {
-    let hwc = image.clone().squeeze_dim::<3>(0).permute([1, 2, 0]);
-    let values: Vec<f32> = hwc.into_data().try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("{e:?}")))?;
-    Ok(values.iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

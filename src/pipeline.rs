@@ -166,3 +166,11 @@ pub fn preview_rgb(latents: &Tensor<4>) -> Tensor<4> {
     let rgb = flat.matmul(map).reshape([b, w, h, 3]).swap_dims(1, 3);
     rgb.div_scalar(2.0).add_scalar(0.5).clamp(0.0, 1.0)
 }
+
+/// `[1, 3, h, w]` in [0, 1] -> interleaved RGB bytes, quantised as diffusers' `numpy_to_pil`
+/// (`(x * 255).round()`).
+pub fn image_to_rgb8(image: &Tensor<4>) -> Result<Vec<u8>> {
+    let hwc = image.clone().squeeze_dim::<3>(0).permute([1, 2, 0]);
+    let values: Vec<f32> = hwc.into_data().try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("{e:?}")))?;
+    Ok(values.iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect())
+}

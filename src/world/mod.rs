@@ -8,6 +8,7 @@
 pub mod caption;
 mod classify;
 pub mod dataset;
+pub mod eval;
 pub mod heldout;
 pub mod parse;
 pub mod render;

@@ -1,0 +1,111 @@
+//! `eval world`: generate images for world prompts with a model and score them with the
+//! analytic scorer, per category (single / two objects, seen / held-out) and attribute.
+
+use crate::error::{Error, Result};
+use crate::pipeline::{image_to_rgb8, GenerateOptions, Pipeline};
+
+use super::caption::prompt_at;
+use super::sample::Split;
+use super::scene::SceneKind;
+use super::score::{check, Tally, Verdict};
+
+/// How many prompts and how to sample them.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Prompts per category.
+    pub n: usize,
+    pub steps: usize,
+    pub guidance: f32,
+    /// Prompt `i` of a category uses world seed `seed` and noise seed `seed + i`.
+    pub seed: u64,
+}
+
+/// One row of the report.
+#[derive(Debug, Clone)]
+pub struct CategoryResult {
+    pub kind: SceneKind,
+    pub split: Split,
+    pub tally: Tally,
+    /// Two-object prompts: both objects with the right colour and shape.
+    pub both_objects_right: usize,
+    pub n: usize,
+}
+
+impl CategoryResult {
+    pub fn name(&self) -> String {
+        let kind = if self.kind == SceneKind::Single { "single" } else { "two-object" };
+        let split = if self.split == Split::Train { "seen" } else { "held-out" };
+        format!("{kind}/{split}")
+    }
+
+    /// The report row as JSON: rates per attribute (absent when never asked).
+    pub fn to_json(&self) -> serde_json::Value {
+        let rates = self.tally.rates();
+        let mut map = serde_json::Map::new();
+        for (name, rate) in Verdict::ATTRIBUTES.iter().zip(rates) {
+            if let Some(r) = rate {
+                map.insert((*name).into(), serde_json::json!(r));
+            }
+        }
+        if self.kind == SceneKind::Pair {
+            map.insert("both_objects".into(), serde_json::json!(self.both_objects_right as f32 / self.n.max(1) as f32));
+        }
+        serde_json::json!({ "category": self.name(), "n": self.n, "rates": map })
+    }
+}
+
+/// The four categories the built-in model issue measures.
+pub const CATEGORIES: [(SceneKind, Split); 4] =
+    [(SceneKind::Single, Split::Train), (SceneKind::Single, Split::HeldOut), (SceneKind::Pair, Split::Train), (SceneKind::Pair, Split::HeldOut)];
+
+/// Runs the evaluation; `progress(done, total)` after every image.
+pub fn evaluate(pipeline: &Pipeline, options: &EvalOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<CategoryResult>> {
+    if pipeline.image_size() != [super::SIZE, super::SIZE] {
+        return Err(Error::InvalidInput(format!(
+            "eval world needs a model that draws {0}x{0} images (the shapes world); this one draws {1:?}",
+            super::SIZE,
+            pipeline.image_size()
+        )));
+    }
+    let total = options.n * CATEGORIES.len();
+    let mut results = Vec::new();
+    for (c, &(kind, split)) in CATEGORIES.iter().enumerate() {
+        let mut result = CategoryResult { kind, split, tally: Tally::default(), both_objects_right: 0, n: options.n };
+        for i in 0..options.n {
+            let prompt = prompt_at(options.seed, i as u64, split, kind);
+            let generate = GenerateOptions {
+                prompt: prompt.caption,
+                steps: options.steps,
+                guidance: options.guidance,
+                seed: options.seed.wrapping_add(i as u64),
+                ..Default::default()
+            };
+            let image = pipeline.generate(&generate, &mut |_| {})?.image;
+            let verdict = check(&image_to_rgb8(&image)?, &prompt.spec)?;
+            result.both_objects_right += usize::from(verdict.color && verdict.shape);
+            result.tally.add(&verdict);
+            progress(c * options.n + i + 1, total);
+        }
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// A plain-text table of `results`, one row per category, one column per attribute (percent).
+pub fn table(results: &[CategoryResult]) -> String {
+    let mut out = format!("{:<20}", "category");
+    for name in Verdict::ATTRIBUTES.iter().chain(&["both-obj"]) {
+        out.push_str(&format!("{name:>11}"));
+    }
+    out.push('\n');
+    for r in results {
+        out.push_str(&format!("{:<20}", r.name()));
+        for rate in r.tally.rates() {
+            out.push_str(&rate.map_or(format!("{:>11}", "-"), |v| format!("{:>10.1}%", v * 100.0)));
+        }
+        let both = (r.kind == SceneKind::Pair).then(|| r.both_objects_right as f32 / r.n.max(1) as f32);
+        out.push_str(&both.map_or(format!("{:>11}", "-"), |v| format!("{:>10.1}%", v * 100.0)));
+        out.push('\n');
+    }
+    out
+}
