@@ -1,0 +1,200 @@
+"""Trains the built-in model's text encoder (transformers CLIPTextModel) and UNet (diffusers
+UNet2DConditionModel) jointly on cached VAE latents of the world, with AdamW, an EMA of both, and
+classifier-free-guidance caption dropout. Checkpoints every few minutes to CKPT_DIR/ckpt.pt and resumes
+from it automatically; logs the loss to CKPT_DIR/loss.csv; exports the EMA weights as a diffusers
+pipeline (f16) to www/models/builtin every --export-every minutes and at the end.
+
+    python tools/train_unet.py --data DIR --latents LAT.npy --vae VAE_DIR --tokenizer TOK_DIR \
+        --ckpt-dir ~/.cache/ld-train/unet --steps 200000
+"""
+import argparse
+import csv
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import (CONTEXT, SCHEDULER, SPARE_TOKENS, WorldData, atomic_torch_save, log, setup_torch,
+                    text_config, unet_config)
+
+torch = setup_torch()
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+
+import export_pipeline  # noqa: E402
+
+
+def build_models(tok):
+    unet = UNet2DConditionModel(**unet_config())
+    te_cfg = text_config(len(tok) + SPARE_TOKENS, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+    te = CLIPTextModel(CLIPTextConfig(**te_cfg))
+    return unet, te
+
+
+def load_export_weights(unet, te, folder):
+    """Warm start from an exported pipeline (when the checkpoint folder was lost)."""
+    from safetensors.torch import load_file
+    folder = Path(folder)
+    u = load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+    unet.load_state_dict({k: v.float() for k, v in u.items()})
+    t = load_file(folder / "text_encoder" / "model.safetensors")
+    t = {k if k.startswith("text_model.") else "text_model." + k: v.float() for k, v in t.items()}
+    missing, unexpected = te.load_state_dict(t, strict=False)
+    assert not [m for m in missing if "position_ids" not in m] and not unexpected, (missing, unexpected)
+
+
+class Ema:
+    def __init__(self, modules):
+        self.params = [p for m in modules for p in m.parameters()]
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self, step, max_decay):
+        d = min(max_decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)
+
+    @torch.no_grad()
+    def swapped(self):
+        """Context: model parameters temporarily replaced by the EMA ones."""
+        ema = self
+
+        class Swap:
+            @torch.no_grad()
+            def __enter__(self):
+                self.saved = [p.detach().clone() for p in ema.params]
+                for p, s in zip(ema.params, ema.shadow):
+                    p.copy_(s)
+
+            @torch.no_grad()
+            def __exit__(self, *exc):
+                for p, s in zip(ema.params, self.saved):
+                    p.copy_(s)
+        return Swap()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="world export folder (captions)")
+    p.add_argument("--latents", required=True, help="cached latents .npy from train_vae.py")
+    p.add_argument("--vae", required=True)
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--ckpt-dir", required=True)
+    p.add_argument("--export-to", default=str(export_pipeline.EXPORT_DIR))
+    p.add_argument("--init-from", default=None, help="exported pipeline to warm-start from when no checkpoint exists")
+    p.add_argument("--steps", type=int, default=200000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--drop", type=float, default=0.1, help="caption dropout for classifier-free guidance")
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--min-snr", type=float, default=5.0)
+    p.add_argument("--ckpt-every", type=float, default=8.0, help="minutes")
+    p.add_argument("--export-every", type=float, default=20.0, help="minutes; first export after the first checkpoint")
+    p.add_argument("--max-minutes", type=float, default=0, help="stop after this long (0: no limit)")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=2)
+    a = p.parse_args()
+
+    ckdir = Path(a.ckpt_dir)
+    ckdir.mkdir(parents=True, exist_ok=True)
+    data = WorldData(a.data)
+    latents = np.load(a.latents, mmap_mode=None)
+    assert latents.shape[0] == data.n, (latents.shape, data.n)
+    scale = AutoencoderKL.load_config(a.vae)["scaling_factor"]
+    tok = CLIPTokenizer.from_pretrained(a.tokenizer)
+    assert tok.model_max_length == CONTEXT
+
+    torch.manual_seed(a.seed)
+    unet, te = build_models(tok)
+    n_unet = sum(q.numel() for q in unet.parameters())
+    n_te = sum(q.numel() for q in te.parameters())
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.999), weight_decay=1e-2)
+    sched = DDPMScheduler(**{k: v for k, v in SCHEDULER.items() if not k.startswith("_") and k not in ("set_alpha_to_one", "steps_offset")})
+    alphas = sched.alphas_cumprod
+    snr = alphas / (1 - alphas)
+
+    step, trained_s, rng = 0, 0.0, random.Random(a.seed)
+    ck_path = ckdir / "ckpt.pt"
+    ema = Ema([unet, te])
+    if ck_path.exists():
+        ck = torch.load(ck_path, weights_only=False)
+        unet.load_state_dict(ck["unet"]); te.load_state_dict(ck["te"]); opt.load_state_dict(ck["opt"])
+        for s, v in zip(ema.shadow, ck["ema"]):
+            s.copy_(v)
+        step, trained_s = ck["step"], ck["trained_s"]
+        rng.setstate(ck["py_rng"]); torch.set_rng_state(ck["torch_rng"])
+        log(f"resumed from {ck_path} at step {step} ({trained_s/3600:.2f} h trained)")
+    elif a.init_from and (Path(a.init_from) / "unet").exists():
+        load_export_weights(unet, te, a.init_from)
+        ema = Ema([unet, te])
+        log(f"no checkpoint: warm start from {a.init_from} (fresh optimizer)")
+    log(f"unet {n_unet/1e6:.2f}M params, text encoder {n_te/1e6:.2f}M params; data {data.n} scenes; scale {scale:.4f}")
+
+    def save():
+        atomic_torch_save({"unet": unet.state_dict(), "te": te.state_dict(), "opt": opt.state_dict(),
+                           "ema": ema.shadow, "step": step, "trained_s": trained_s,
+                           "py_rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "args": vars(a)}, ck_path)
+        log(f"checkpoint step {step} -> {ck_path}")
+
+    def export():
+        with ema.swapped():
+            export_pipeline.export(unet, te, a.tokenizer, a.vae, a.export_to,
+                                   info={"step": step, "trained_s": trained_s, "csv": str(ckdir / "loss.csv"),
+                                         "args": vars(a), "n_unet": n_unet, "n_te": n_te})
+        log(f"exported EMA pipeline at step {step} -> {a.export_to}")
+
+    csv_path = ckdir / "loss.csv"
+    new_csv = not csv_path.exists()
+    csv_file = open(csv_path, "a", newline="")
+    writer = csv.writer(csv_file)
+    if new_csv:
+        writer.writerow(["step", "loss", "trained_s", "s_per_step", "unix_time"])
+    start = time.time()
+    last_ck, last_export = time.time(), None
+    acc, acc_n, t_win = 0.0, 0, time.time()
+    unet.train(); te.train()
+    while step < a.steps:
+        t_step = time.time()
+        idx = np.array([rng.randrange(data.n) for _ in range(a.batch)])
+        caps = [("" if rng.random() < a.drop else rng.choice(data.captions[i])) for i in idx]
+        ids = tok(caps, padding="max_length", max_length=CONTEXT, truncation=True, return_tensors="pt").input_ids
+        x0 = torch.from_numpy(latents[idx].astype(np.float32)) * scale
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, 1000, (a.batch,))
+        xt = sched.add_noise(x0, noise, t)
+        lr = a.lr * min(1.0, (step + 1) / a.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        cond = te(ids).last_hidden_state
+        pred = unet(xt, t, encoder_hidden_states=cond).sample
+        w = (torch.clamp(snr[t], max=a.min_snr) / snr[t]) if a.min_snr > 0 else torch.ones(a.batch)
+        per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
+        loss = (per * w).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        ema.update(step, a.ema)
+        trained_s += time.time() - t_step
+        acc += per.mean().item(); acc_n += 1
+        if step % a.log_every == 0:
+            sps = (time.time() - t_win) / acc_n
+            writer.writerow([step, f"{acc/acc_n:.5f}", f"{trained_s:.0f}", f"{sps:.3f}", f"{time.time():.0f}"])
+            csv_file.flush()
+            log(f"step {step} loss {acc/acc_n:.4f} lr {lr:.2e} {sps:.2f}s/step")
+            acc, acc_n, t_win = 0.0, 0, time.time()
+        if time.time() - last_ck > a.ckpt_every * 60:
+            save(); last_ck = time.time()
+            if last_export is None or time.time() - last_export > a.export_every * 60:
+                export(); last_export = time.time()
+        if a.max_minutes and time.time() - start > a.max_minutes * 60:
+            break
+    save()
+    export()
+
+
+if __name__ == "__main__":
+    main()
