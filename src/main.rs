@@ -235,7 +235,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let bar = ProgressBar::new(args.steps as u64);
     bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps {elapsed} ({per_sec})").expect("static template").progress_chars("=> "));
     bar.set_message(format!("{backend:?}"));
+    let start = std::time::Instant::now();
     let result = pipeline.generate(&options, &mut |p| bar.set_position(p.step as u64));
+    let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let generation = result?;
     for warning in &generation.warnings {
@@ -245,7 +247,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     if let Some(path) = &args.out_latents {
         native::write_tensor(path, "final_latents", &generation.latents)?;
     }
-    eprintln!("wrote {}", args.out.display());
+    eprintln!("wrote {} ({} steps in {seconds:.3} s, {:.1} ms/step, on {backend:?})", args.out.display(), args.steps, seconds * 1000.0 / args.steps.max(1) as f64);
     Ok(())
 }
 
