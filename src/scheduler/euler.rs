@@ -20,8 +20,8 @@ use burn::prelude::*;
 
 use super::tables::{self, Spacing};
 use super::{
-    check_index, check_shape, invalid, lin, Common, LazyLin, Prediction, Scheduler, SchedulerConfig, SchedulerError,
-    SchedulerKind,
+    add_noise_at_sigma, check_index, check_shape, invalid, lin, scale_by_sigma, Common, LazyLin, Prediction, Scheduler,
+    SchedulerConfig, SchedulerError, SchedulerKind,
 };
 
 /// How the sigma schedule is chosen (`use_*_sigmas`).
@@ -152,10 +152,6 @@ impl EulerDiscreteScheduler {
         let init_noise_sigma = k_init_noise_sigma(&sigmas, common.spacing);
         Ok(EulerDiscreteScheduler { common, timesteps, sigmas, init_noise_sigma, last_x0: None })
     }
-
-    fn sigma(&self, step_index: usize) -> f64 {
-        self.sigmas[step_index.min(self.sigmas.len() - 1)]
-    }
 }
 
 /// `(c_sample, c_output)` with `x0 = c_sample * x + c_output * out` at noise level `sigma`
@@ -187,8 +183,7 @@ impl Scheduler for EulerDiscreteScheduler {
 
     /// `sample / sqrt(sigma^2 + 1)`.
     fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Tensor<4> {
-        let sigma = self.sigma(step_index);
-        sample.div_scalar((sigma * sigma + 1.0).sqrt())
+        scale_by_sigma(sample, &self.sigmas, step_index)
     }
 
     fn step(
@@ -218,8 +213,6 @@ impl Scheduler for EulerDiscreteScheduler {
 
     /// `x0 + noise * sigma` at step `step_index`.
     fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, step_index: usize) -> Result<Tensor<4>, SchedulerError> {
-        check_index(step_index, self.timesteps.len())?;
-        check_shape("noise", &noise, &original)?;
-        Ok(lin(&[(&original, 1.0), (&noise, self.sigmas[step_index])]))
+        add_noise_at_sigma(original, noise, &self.sigmas, self.timesteps.len(), step_index)
     }
 }

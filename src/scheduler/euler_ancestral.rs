@@ -18,8 +18,8 @@ use burn::prelude::*;
 use super::euler::{k_init_noise_sigma, k_x0_coefficients};
 use super::tables;
 use super::{
-    check_index, check_shape, invalid, lin, Common, LazyLin, Prediction, Scheduler, SchedulerConfig, SchedulerError,
-    SchedulerKind,
+    add_noise_at_sigma, check_index, check_shape, invalid, lin, scale_by_sigma, Common, LazyLin, Prediction, Scheduler,
+    SchedulerConfig, SchedulerError, SchedulerKind,
 };
 
 /// diffusers `EulerAncestralDiscreteScheduler` after `set_timesteps(n)`.
@@ -77,8 +77,7 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
 
     /// `sample / sqrt(sigma^2 + 1)`.
     fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Tensor<4> {
-        let sigma = self.sigmas[step_index.min(self.sigmas.len() - 1)];
-        sample.div_scalar((sigma * sigma + 1.0).sqrt())
+        scale_by_sigma(sample, &self.sigmas, step_index)
     }
 
     fn needs_noise(&self) -> bool {
@@ -115,8 +114,6 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
 
     /// `x0 + noise * sigma` at step `step_index`.
     fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, step_index: usize) -> Result<Tensor<4>, SchedulerError> {
-        check_index(step_index, self.timesteps.len())?;
-        check_shape("noise", &noise, &original)?;
-        Ok(lin(&[(&original, 1.0), (&noise, self.sigmas[step_index])]))
+        add_noise_at_sigma(original, noise, &self.sigmas, self.timesteps.len(), step_index)
     }
 }

@@ -401,6 +401,26 @@ pub(crate) fn check_shape(what: &'static str, t: &Tensor<4>, sample: &Tensor<4>)
     Ok(())
 }
 
+/// Karras et al. 2022 input scaling shared by the Euler samplers: `sample / sqrt(sigma^2 + 1)`;
+/// an index past the end uses the final sigma.
+pub(crate) fn scale_by_sigma(sample: Tensor<4>, sigmas: &[f64], step_index: usize) -> Tensor<4> {
+    let sigma = sigmas[step_index.min(sigmas.len() - 1)];
+    sample.div_scalar((sigma * sigma + 1.0).sqrt())
+}
+
+/// The variance-exploding forward process of the sigma samplers: `x0 + noise * sigma`.
+pub(crate) fn add_noise_at_sigma(
+    original: Tensor<4>,
+    noise: Tensor<4>,
+    sigmas: &[f64],
+    num_steps: usize,
+    step_index: usize,
+) -> Result<Tensor<4>, SchedulerError> {
+    check_index(step_index, num_steps)?;
+    check_shape("noise", &noise, &original)?;
+    Ok(lin(&[(&original, 1.0), (&noise, sigmas[step_index])]))
+}
+
 pub(crate) fn check_index(step_index: usize, num_steps: usize) -> Result<(), SchedulerError> {
     if step_index >= num_steps {
         return Err(SchedulerError::StepOutOfRange { step_index, num_steps });
