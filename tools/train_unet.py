@@ -39,7 +39,10 @@ def load_export_weights(unet, te, folder):
     u = load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
     unet.load_state_dict({k: v.float() for k, v in u.items()})
     t = load_file(folder / "text_encoder" / "model.safetensors")
-    t = {k if k.startswith("text_model.") else "text_model." + k: v.float() for k, v in t.items()}
+    # transformers 4 names CLIPTextModel's keys `text_model.*`, 5 names them bare: match the model's own.
+    prefixed = any(k.startswith("text_model.") for k in te.state_dict())
+    t = {k.removeprefix("text_model."): v.float() for k, v in t.items()}
+    t = {("text_model." + k if prefixed else k): v for k, v in t.items()}
     missing, unexpected = te.load_state_dict(t, strict=False)
     assert not [m for m in missing if "position_ids" not in m] and not unexpected, (missing, unexpected)
 

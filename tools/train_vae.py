@@ -22,7 +22,38 @@ def to_tensor(batch_u8):
     return torch.from_numpy(np.ascontiguousarray(batch_u8)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-def train(data, out, steps, batch, lr, seed, crop, crop_steps, full_batch):
+def object_weights(x, object_weight):
+    """Per-pixel loss weights: `object_weight` on pixels that differ from the background (the world fills
+    the canvas with one colour, read at a corner), 1 elsewhere, normalised to mean 1 per image. Objects
+    cover a few percent of a scene, so an unweighted loss learns the background and washes out small
+    objects' colours (measured: 38% colour accuracy on reconstructions of the first VAE)."""
+    bg = x[:, :, :1, :1]
+    mask = ((x - bg).abs().sum(1, keepdim=True) > 0.1).float()
+    w = 1 + (object_weight - 1) * mask
+    return w / w.mean(dim=(2, 3), keepdim=True)
+
+
+def object_crops(x, crop, rng):
+    """Random crops of `crop` px, each centred near a random object pixel when the image has one (a crop
+    of plain background teaches nothing)."""
+    bg = x[:, :, :1, :1]
+    mask = (x - bg).abs().sum(1) > 0.1
+    size = x.shape[-1]
+    out = []
+    for i in range(x.shape[0]):
+        ys, xs = torch.nonzero(mask[i], as_tuple=True)
+        if len(ys):
+            k = int(rng.integers(len(ys)))
+            cy, cx = int(ys[k]) + int(rng.integers(-crop // 4, crop // 4 + 1)), int(xs[k]) + int(rng.integers(-crop // 4, crop // 4 + 1))
+        else:
+            cy, cx = rng.integers(crop // 2, size - crop // 2 + 1, 2)
+        oy = min(max(cy - crop // 2, 0), size - crop)
+        ox = min(max(cx - crop // 2, 0), size - crop)
+        out.append(x[i, :, oy:oy + crop, ox:ox + crop])
+    return torch.stack(out)
+
+
+def train(data, out, steps, batch, lr, seed, crop, crop_steps, full_batch, object_weight=10.0, kl_weight=1e-5):
     ckpt_path = Path(str(out) + ".ckpt.pt")
     torch.manual_seed(seed)
     vae = AutoencoderKL(**vae_config())
@@ -39,16 +70,16 @@ def train(data, out, steps, batch, lr, seed, crop, crop_steps, full_batch):
         full = step >= crop_steps  # crops first (cheap), then whole images (borders, exact colours)
         idx = np.sort(rng.choice(data.n, full_batch if full else batch, replace=False))
         x = to_tensor(data.images[idx])
-        if not full and crop < x.shape[-1]:  # the VAE is convolutional: random crops train it 4x cheaper
-            oy, ox = rng.integers(0, x.shape[-1] - crop + 1, 2)
-            x = x[:, :, oy:oy + crop, ox:ox + crop]
+        if not full and crop < x.shape[-1]:  # the VAE is convolutional: crops train it 4x cheaper
+            x = object_crops(x, crop, rng)
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps)))
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
-        l_rec = (rec - x).abs().mean() + ((rec - x) ** 2).mean()
+        w = object_weights(x, object_weight)
+        l_rec = (w * ((rec - x).abs() + (rec - x) ** 2)).mean()
         l_kl = post.kl().mean() / (4 * 16 * 16)
-        loss = l_rec + 1e-4 * l_kl
+        loss = l_rec + kl_weight * l_kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -93,7 +124,7 @@ def finetune_decoder(data, out, steps, batch, lr, seed):
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean
         rec = vae.decode(z).sample
-        loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean()
+        loss = (object_weights(x, 10.0) * ((rec - x).abs() + (rec - x) ** 2)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(train_params, 1.0)
@@ -136,12 +167,14 @@ def main():
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="folder for the trained VAE (diffusers layout)")
     p.add_argument("--latents", required=True, help="where to cache the encoded dataset (.npy)")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--crop", type=int, default=32, help="train on random crops of this size first")
-    p.add_argument("--crop-steps", type=int, default=640, help="steps on crops; the rest on whole 64x64 images")
+    p.add_argument("--crop-steps", type=int, default=2200, help="steps on object-centred crops; the rest on whole 64x64 images")
     p.add_argument("--full-batch", type=int, default=8, help="batch size on whole images")
+    p.add_argument("--object-weight", type=float, default=10.0, help="loss weight of object pixels vs background")
+    p.add_argument("--kl", type=float, default=1e-5, help="KL weight")
     p.add_argument("--finetune-decoder", type=int, default=0, metavar="STEPS",
                    help="then fine-tune the decoder alone to this many steps in total (latents unchanged)")
     p.add_argument("--seed", type=int, default=1)
@@ -152,7 +185,7 @@ def main():
         vae = AutoencoderKL.from_pretrained(out, torch_dtype=torch.float32)
         log("vae: already trained, loaded (its scaling_factor is kept)")
     else:
-        vae = train(data, out, a.steps, a.batch, a.lr, a.seed, a.crop, a.crop_steps, a.full_batch)
+        vae = train(data, out, a.steps, a.batch, a.lr, a.seed, a.crop, a.crop_steps, a.full_batch, a.object_weight, a.kl)
     fresh = not (out / "config.json").exists()
     if fresh or not Path(a.latents).exists():
         lat, err = encode_all(vae, data)
