@@ -41,7 +41,12 @@ if [ ! -f "$C/tokenizer/vocab.json" ]; then
   fi
 fi
 
-if [ ! -f "$C/vae/config.json" ] && [ -f "$BUILTIN/vae/config.json" ]; then
+# tools/state/vae is the VAE the next UNet trains on, while it is newer than the shipped one (it replaces
+# www/models/builtin/vae when a UNet trained on its latents ships); else the shipped VAE is reused.
+STATE_VAE=tools/state/vae
+if [ ! -f "$C/vae/config.json" ] && [ -f "$STATE_VAE/config.json" ]; then
+  echo "== reusing the VAE in $STATE_VAE"; mkdir -p "$C/vae"; cp "$STATE_VAE"/* "$C/vae/"
+elif [ ! -f "$C/vae/config.json" ] && [ -f "$BUILTIN/vae/config.json" ]; then
   echo "== reusing the shipped VAE"; mkdir -p "$C/vae"; cp "$BUILTIN"/vae/* "$C/vae/"
 fi
 echo "== VAE + latent cache"
