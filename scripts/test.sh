@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every test: native tests on the cpu (burn-flex) and wgpu (lavapipe) backends, then the wasm32 build.
+# Every test: native tests on the cpu (burn-flex) and wgpu (lavapipe) backends, the web app's wasm
+# build, then the browser tests (Debian's Chromium on SwiftShader, tests/browser, DEVELOPERS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,4 +10,9 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ld-target}"
 # Dev profile: dependencies are built with opt-level 3 (Cargo.toml), our crate with 1.
 cargo test -- --test-threads=1
-cargo build --lib --target wasm32-unknown-unknown --no-default-features
+# The wasm32 build of the library, bound for the browser into www/pkg (wasm-bindgen). wasm-opt is
+# skipped: it takes 4-5 minutes on 2 cores and changes size and speed, not behaviour.
+WASM_OPT=0 bash scripts/build-web.sh
+# Browser tests, served by the CLI that `cargo test` just built.
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+LD_BIN="$CARGO_TARGET_DIR/debug/lifelong-diffusion" npm --prefix tests/browser test

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod error;
+pub mod kernels;
 pub mod loader;
 pub mod model;
 #[cfg(not(target_arch = "wasm32"))]
@@ -10,7 +11,11 @@ pub mod native;
 pub mod pipeline;
 pub mod rng;
 pub mod scheduler;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod serve;
 pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 pub mod weights;
 pub mod world;
 

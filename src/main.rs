@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod bench_cli;
+
 use lifelong_diffusion::native::{self, Backend, Folder};
 use lifelong_diffusion::pipeline::{GenerateOptions, Pipeline};
 use lifelong_diffusion::scheduler::SchedulerKind;
@@ -28,10 +30,23 @@ enum Command {
         #[command(subcommand)]
         command: WorldCommand,
     },
+    /// Time the WGSL kernels against their tensor-op twins, or the denoiser with kernels on and off.
+    Bench {
+        #[command(subcommand)]
+        command: bench_cli::BenchCommand,
+    },
     /// Measure a model.
     Eval {
         #[command(subcommand)]
         command: EvalCommand,
+    },
+    /// Serve the web app (www/) on http://127.0.0.1:PORT.
+    Serve {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// The folder to serve; default: the repository's www/.
+        #[arg(long)]
+        root: Option<PathBuf>,
     },
 }
 
@@ -56,6 +71,9 @@ struct EvalWorldArgs {
     seed: u64,
     #[arg(long, value_enum)]
     backend: Option<BackendArg>,
+    /// Score the VAE alone: render each prompt's scene, encode and decode it (the generator's ceiling).
+    #[arg(long)]
+    reconstruct: bool,
 }
 
 #[derive(Subcommand)]
@@ -201,7 +219,7 @@ fn open_pipeline(model: Option<PathBuf>, backend: Option<Backend>) -> Result<(Pi
 fn eval_world(args: EvalWorldArgs) -> Result<()> {
     use lifelong_diffusion::world::eval;
     let (pipeline, backend) = open_pipeline(args.model, args.backend.map(BackendArg::backend))?;
-    let options = eval::EvalOptions { n: args.n, steps: args.steps, guidance: args.guidance, seed: args.seed };
+    let options = eval::EvalOptions { n: args.n, steps: args.steps, guidance: args.guidance, seed: args.seed, reconstruct: args.reconstruct };
     let bar = ProgressBar::new((args.n * eval::CATEGORIES.len()) as u64);
     bar.set_message(format!("{backend:?}"));
     let results = eval::evaluate(&pipeline, &options, &mut |done, _| bar.set_position(done as u64));
@@ -251,6 +269,17 @@ fn generate(args: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
+fn serve(port: u16, root: Option<PathBuf>) -> Result<()> {
+    use lifelong_diffusion::serve::Server;
+    let root = root.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("www"));
+    let server = Server::bind(&root, ([127, 0, 0, 1], port).into())?;
+    if let Some(missing) = server.missing_build() {
+        eprintln!("warning: {missing}");
+    }
+    eprintln!("serving {} on http://{} (Ctrl-C stops)", root.display(), server.local_addr());
+    server.run()
+}
+
 fn main() -> ExitCode {
     // Mesa's Vulkan loader probes Wayland and prints an error when XDG_RUNTIME_DIR is unset
     // (headless machines, CI); we never draw to a window, so point it somewhere harmless.
@@ -262,6 +291,8 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate(args),
         Command::World { command } => world(command),
         Command::Eval { command: EvalCommand::World(args) } => eval_world(args),
+        Command::Bench { command } => bench_cli::run(command),
+        Command::Serve { port, root } => serve(port, root),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -104,6 +104,16 @@ impl Pipeline {
 
     /// Runs the whole pipeline. `progress` is called after every step.
     pub fn generate(&self, options: &GenerateOptions, progress: &mut dyn FnMut(StepProgress)) -> Result<Generation> {
+        let mut run = self.start(options)?;
+        while let Some(step) = run.step()? {
+            progress(step);
+        }
+        Ok(run.finish())
+    }
+
+    /// Starts a generation that the caller steps with [`Denoising::step`]: the browser awaits the
+    /// GPU between steps (to time them and read previews), which a callback cannot do.
+    pub fn start(&self, options: &GenerateOptions) -> Result<Denoising<'_>> {
         if options.prompt.trim().is_empty() {
             return Err(Error::InvalidInput("the prompt is empty; describe the image you want".into()));
         }
@@ -116,31 +126,11 @@ impl Pipeline {
         let cfg = options.guidance > 1.0;
         let context = if cfg { Tensor::cat(vec![self.encode_prompt(&options.negative_prompt, &mut warnings)?, cond], 0) } else { cond };
 
-        let mut scheduler = scheduler::create(&self.model.scheduler_config, options.scheduler, options.steps)?;
+        let scheduler = scheduler::create(&self.model.scheduler_config, options.scheduler, options.steps)?;
         let mut rng = Rng::new(options.seed);
-        let mut latents = self.initial_latents(options, &mut rng)?.mul_scalar(scheduler.init_noise_sigma());
+        let latents = self.initial_latents(options, &mut rng)?.mul_scalar(scheduler.init_noise_sigma());
         let timesteps = scheduler.timesteps().to_vec();
-        for (i, &t) in timesteps.iter().enumerate() {
-            let input = if cfg { Tensor::cat(vec![latents.clone(), latents.clone()], 0) } else { latents.clone() };
-            let input = scheduler.scale_model_input(input, i);
-            let out = self.model.unet.forward(input, t as f32, &context);
-            let guided = if cfg {
-                let mut halves = out.chunk(2, 0);
-                let text = halves.pop().expect("two halves");
-                let uncond = halves.pop().expect("two halves");
-                uncond.clone() + (text - uncond).mul_scalar(options.guidance)
-            } else {
-                out
-            };
-            let noise = scheduler.needs_noise().then(|| {
-                let dims = latents.dims();
-                Tensor::from_data(TensorData::new(rng.normal_vec(dims.iter().product()), dims), &self.device)
-            });
-            latents = scheduler.step(guided, i, latents, noise)?;
-            progress(StepProgress { step: i + 1, total: timesteps.len(), timestep: t, latents: &latents });
-        }
-        let image = self.decode(latents.clone());
-        Ok(Generation { latents, image, warnings })
+        Ok(Denoising { pipeline: self, guidance: options.guidance, cfg, context, scheduler, rng, latents, timesteps, index: 0, warnings })
     }
 
     /// Latents -> RGB in [0, 1]: `vae.decode(latents / scaling_factor)`, then `x/2 + 0.5`.
@@ -151,6 +141,70 @@ impl Pipeline {
             z = z.add_scalar(shift);
         }
         self.model.vae.decode(z).div_scalar(2.0).add_scalar(0.5).clamp(0.0, 1.0)
+    }
+
+    /// RGB in [0, 1] `[1, 3, H, W]` -> latents as the UNet sees them (the inverse of [`Self::decode`],
+    /// with the posterior's mean): `(vae.encode(2x - 1).mean - shift) * scaling_factor`.
+    pub fn encode(&self, image: Tensor<4>) -> Tensor<4> {
+        let cfg = &self.model.vae_config;
+        let mut z = self.model.vae.encode(image.mul_scalar(2.0).sub_scalar(1.0)).mean;
+        if let Some(shift) = cfg.shift_factor {
+            z = z.sub_scalar(shift);
+        }
+        z.mul_scalar(cfg.scaling_factor)
+    }
+}
+
+/// A generation in progress: the text is encoded and the noise drawn; each [`Denoising::step`]
+/// runs one scheduler step (UNet, guidance, scheduler update).
+pub struct Denoising<'a> {
+    pipeline: &'a Pipeline,
+    guidance: f32,
+    cfg: bool,
+    context: Tensor<3>,
+    scheduler: Box<dyn scheduler::Scheduler>,
+    rng: Rng,
+    latents: Tensor<4>,
+    timesteps: Vec<f64>,
+    index: usize,
+    warnings: Vec<String>,
+}
+
+impl Denoising<'_> {
+    /// Number of denoising steps.
+    pub fn total(&self) -> usize {
+        self.timesteps.len()
+    }
+
+    /// Runs the next step; `None` once every step has run.
+    pub fn step(&mut self) -> Result<Option<StepProgress<'_>>> {
+        let Some(&t) = self.timesteps.get(self.index) else { return Ok(None) };
+        let i = self.index;
+        let latents = self.latents.clone();
+        let input = if self.cfg { Tensor::cat(vec![latents.clone(), latents.clone()], 0) } else { latents.clone() };
+        let input = self.scheduler.scale_model_input(input, i);
+        let out = self.pipeline.model.unet.forward(input, t as f32, &self.context);
+        let guided = if self.cfg {
+            let mut halves = out.chunk(2, 0);
+            let text = halves.pop().expect("two halves");
+            let uncond = halves.pop().expect("two halves");
+            uncond.clone() + (text - uncond).mul_scalar(self.guidance)
+        } else {
+            out
+        };
+        let noise = self.scheduler.needs_noise().then(|| {
+            let dims = latents.dims();
+            Tensor::from_data(TensorData::new(self.rng.normal_vec(dims.iter().product()), dims), &self.pipeline.device)
+        });
+        self.latents = self.scheduler.step(guided, i, latents, noise)?;
+        self.index += 1;
+        Ok(Some(StepProgress { step: self.index, total: self.timesteps.len(), timestep: t, latents: &self.latents }))
+    }
+
+    /// Decodes the final latents (call after the last step).
+    pub fn finish(self) -> Generation {
+        let image = self.pipeline.decode(self.latents.clone());
+        Generation { latents: self.latents, image, warnings: self.warnings }
     }
 }
 
@@ -170,7 +224,18 @@ pub fn preview_rgb(latents: &Tensor<4>) -> Tensor<4> {
 /// `[1, 3, h, w]` in [0, 1] -> interleaved RGB bytes, quantised as diffusers' `numpy_to_pil`
 /// (`(x * 255).round()`).
 pub fn image_to_rgb8(image: &Tensor<4>) -> Result<Vec<u8>> {
-    let hwc = image.clone().squeeze_dim::<3>(0).permute([1, 2, 0]);
+    let hwc = image_hwc(image);
     let values: Vec<f32> = hwc.into_data().try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("{e:?}")))?;
-    Ok(values.iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect())
+    Ok(quantize_rgb8(&values))
+}
+
+/// `[1, 3, h, w]` -> `[h, w, 3]`, the layout of [`quantize_rgb8`]'s input (the browser reads it
+/// back asynchronously, so it cannot use [`image_to_rgb8`]).
+pub fn image_hwc(image: &Tensor<4>) -> Tensor<3> {
+    image.clone().squeeze_dim::<3>(0).permute([1, 2, 0])
+}
+
+/// Values in [0, 1] -> bytes, as diffusers' `numpy_to_pil`: `(x * 255).round()`.
+pub fn quantize_rgb8(values: &[f32]) -> Vec<u8> {
+    values.iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect()
 }

@@ -2,19 +2,24 @@
 //! (models/attention_processor.py, models/attention.py, models/transformers/transformer_2d.py).
 
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::nn::{Conv2d, GroupNorm, LayerNorm, Linear};
 use crate::error::Result;
+use crate::kernels::attention::{self as fused, AttentionControl, AttentionOutput};
+use crate::kernels::geglu::geglu;
 use crate::weights::VarBuilder;
 
-/// Scaled dot-product attention over heads.
+/// Scaled dot-product attention over heads: the fused WGSL kernel on burn-wgpu when not causal
+/// (src/kernels/attention.rs), burn's `module::attention` otherwise.
 ///
 /// # Shapes
 /// q: `[b, heads, n, d]`, k/v: `[b, heads, m, d]` -> `[b, heads, n, d]`
 pub fn sdpa(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool) -> Tensor<4> {
+    if !causal {
+        return fused::attention(q, k, v, &AttentionControl::default()).out;
+    }
     let options = AttentionModuleOptions { is_causal: causal, ..Default::default() };
     attention(q, k, v, None, None, options)
 }
@@ -57,11 +62,18 @@ impl Attention {
     /// # Shapes
     /// x: `[b, n, query_dim]`, context: `[b, m, context_dim]` (None: self-attention) -> `[b, n, query_dim]`
     pub fn forward(&self, x: Tensor<3>, context: Option<&Tensor<3>>) -> Tensor<3> {
+        self.forward_controlled(x, context, &AttentionControl::default()).0
+    }
+
+    /// [`Attention::forward`] with steering (score bias map, per-key scale) and, when
+    /// `control.export_probs`, the probabilities averaged over heads `[b, n, m]`.
+    pub fn forward_controlled(&self, x: Tensor<3>, context: Option<&Tensor<3>>, control: &AttentionControl) -> (Tensor<3>, Option<Tensor<3>>) {
         let context = context.cloned().unwrap_or_else(|| x.clone());
         let q = split_heads(self.to_q.forward(x), self.heads);
         let k = split_heads(self.to_k.forward(context.clone()), self.heads);
         let v = split_heads(self.to_v.forward(context), self.heads);
-        self.to_out.forward(merge_heads(sdpa(q, k, v, false)))
+        let AttentionOutput { out, probs } = fused::attention(q, k, v, control);
+        (self.to_out.forward(merge_heads(out)), probs)
     }
 }
 
@@ -81,11 +93,9 @@ impl FeedForward {
         })
     }
 
+    /// GEGLU is one fused kernel on burn-wgpu (src/kernels/geglu.rs).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let mut halves = self.proj.forward(x).chunk(2, 2);
-        let gate = halves.pop().expect("chunk(2) gives two halves");
-        let hidden = halves.pop().expect("chunk(2) gives two halves");
-        self.out.forward(hidden * gelu(gate))
+        self.out.forward(geglu(self.proj.forward(x)))
     }
 }
 

@@ -9,6 +9,7 @@ use burn::tensor::module::{conv2d, layer_norm, linear};
 use burn::tensor::ops::ConvOptions;
 
 use crate::error::Result;
+use crate::kernels::group_norm::group_norm;
 use crate::weights::VarBuilder;
 
 /// `torch.nn.Linear`; the weight is kept transposed (`[in, out]`) as burn's `linear` wants it.
@@ -67,7 +68,7 @@ impl Conv2d {
     }
 }
 
-/// `torch.nn.GroupNorm` (affine). This is the plain tensor-op path; a fused WGSL kernel may replace it.
+/// `torch.nn.GroupNorm` (affine); the WGSL kernel on burn-wgpu, its tensor-op twin elsewhere.
 #[derive(Module, Debug)]
 pub struct GroupNorm {
     pub weight: Param<Tensor<1>>,
@@ -90,18 +91,13 @@ impl GroupNorm {
     /// # Shapes
     /// `[n, c, h, w]` -> same
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [n, c, h, w] = x.dims();
-        let grouped = x.reshape([n, self.groups, (c / self.groups) * h * w]);
-        let (var, mean) = grouped.clone().var_mean_bias(2);
-        let normed = (grouped - mean).div(var.add_scalar(self.eps).sqrt()).reshape([n, c, h, w]);
-        let weight = self.weight.val().reshape([1, c, 1, 1]);
-        let bias = self.bias.val().reshape([1, c, 1, 1]);
-        normed * weight + bias
+        group_norm(x, self.weight.val(), self.bias.val(), self.groups, self.eps, false)
     }
 
-    /// GroupNorm followed by SiLU, the pair every resnet block opens with (one kernel later).
+    /// GroupNorm followed by SiLU, the pair every resnet block opens with: one fused kernel on
+    /// burn-wgpu (src/kernels/group_norm.rs).
     pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
-        burn::tensor::activation::silu(self.forward(x))
+        group_norm(x, self.weight.val(), self.bias.val(), self.groups, self.eps, true)
     }
 }
 

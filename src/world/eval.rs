@@ -1,12 +1,15 @@
 //! `eval world`: generate images for world prompts with a model and score them with the
 //! analytic scorer, per category (single / two objects, seen / held-out) and attribute.
 
+use burn::prelude::*;
+
 use crate::error::{Error, Result};
 use crate::pipeline::{image_to_rgb8, GenerateOptions, Pipeline};
 
 use super::caption::prompt_at;
-use super::sample::Split;
-use super::scene::SceneKind;
+use super::render::render;
+use super::sample::{item_rng, Split};
+use super::scene::{realize, SceneKind};
 use super::score::{check, Tally, Verdict};
 
 /// How many prompts and how to sample them.
@@ -18,6 +21,9 @@ pub struct EvalOptions {
     pub guidance: f32,
     /// Prompt `i` of a category uses world seed `seed` and noise seed `seed + i`.
     pub seed: u64,
+    /// Score the model's VAE instead of its generator: render a scene matching each prompt, encode
+    /// and decode it, and score the result. This is the ceiling any generation can reach.
+    pub reconstruct: bool,
 }
 
 /// One row of the report.
@@ -73,14 +79,19 @@ pub fn evaluate(pipeline: &Pipeline, options: &EvalOptions, progress: &mut dyn F
         let mut result = CategoryResult { kind, split, tally: Tally::default(), both_objects_right: 0, n: options.n };
         for i in 0..options.n {
             let prompt = prompt_at(options.seed, i as u64, split, kind);
-            let generate = GenerateOptions {
-                prompt: prompt.caption,
-                steps: options.steps,
-                guidance: options.guidance,
-                seed: options.seed.wrapping_add(i as u64),
-                ..Default::default()
+            let image = if options.reconstruct {
+                let scene = realize(&prompt.spec, &mut item_rng(options.seed, i as u64, RECONSTRUCT_STREAM))?;
+                round_trip(pipeline, &render(&scene))
+            } else {
+                let generate = GenerateOptions {
+                    prompt: prompt.caption,
+                    steps: options.steps,
+                    guidance: options.guidance,
+                    seed: options.seed.wrapping_add(i as u64),
+                    ..Default::default()
+                };
+                pipeline.generate(&generate, &mut |_| {})?.image
             };
-            let image = pipeline.generate(&generate, &mut |_| {})?.image;
             let verdict = check(&image_to_rgb8(&image)?, &prompt.spec)?;
             result.both_objects_right += usize::from(verdict.color && verdict.shape);
             result.tally.add(&verdict);
@@ -89,6 +100,18 @@ pub fn evaluate(pipeline: &Pipeline, options: &EvalOptions, progress: &mut dyn F
         results.push(result);
     }
     Ok(results)
+}
+
+/// An `item_rng` stream apart from the scene and caption streams.
+const RECONSTRUCT_STREAM: u64 = 7;
+
+/// Interleaved RGB bytes -> the model's VAE encode + decode -> `[1, 3, h, w]` in [0, 1].
+fn round_trip(pipeline: &Pipeline, rgb: &[u8]) -> Tensor<4> {
+    let n = super::SIZE;
+    let values: Vec<f32> = rgb.iter().map(|&v| f32::from(v) / 255.0).collect();
+    let hwc = Tensor::<3>::from_data(TensorData::new(values, [n, n, 3]), &pipeline.device);
+    let image = hwc.permute([2, 0, 1]).unsqueeze_dim::<4>(0);
+    pipeline.decode(pipeline.encode(image))
 }
 
 /// A plain-text table of `results`, one row per category, one column per attribute (percent).

@@ -1,0 +1,277 @@
+//! Scaled-dot-product attention: the fused kernel (shaders/attention.wgsl, and
+//! shaders/attention_probs.wgsl for exported maps) and its tensor-op twin.
+//!
+//! Besides plain attention it offers what the lifelong parts need: the probabilities averaged
+//! over heads (`[b, n, m]`, e.g. per text token for cross-attention), and steering of the scores
+//! by an additive low-resolution per-key bias map and a per-key scale:
+//! `s_ij = scale * key_scale[b, j] * (q_i . k_j) + up(bias[b, j])(i)`, where `up` is bilinear
+//! upsampling (align_corners = false) of the map to the query grid.
+
+use burn::backend::Dispatch;
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use burn::tensor::module::attention as burn_attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::DType;
+
+use super::{base_values, render, use_kernels, KernelOps};
+
+const TEMPLATE: &str = include_str!("../../shaders/attention.wgsl");
+const PROBS_TEMPLATE: &str = include_str!("../../shaders/attention_probs.wgsl");
+
+/// Query rows per workgroup of attention.wgsl (invocations x rows per invocation).
+pub const ROWS_PER_WORKGROUP: u32 = 64;
+/// Invocations per workgroup of attention_probs.wgsl (one per key).
+pub const WORKGROUP: u32 = 64;
+/// Largest head dim the fused kernel takes (its q and accumulator live in registers); larger
+/// ones (e.g. SD's VAE, 512) use the tensor-op path.
+pub const MAX_HEAD_DIM: usize = 160;
+/// Workgroup memory budget for one K tile plus one V tile (WebGPU's default limit).
+const TILE_BYTES: usize = 16 * 1024;
+
+/// Keys per tile for head dim `d`: as many as fit K and V in 16 KiB of vec4<f32>, at most 64,
+/// a multiple of 4 (the kernel scores four keys at a time).
+pub fn tile_keys(d: usize) -> usize {
+    let d4 = d.div_ceil(4);
+    (TILE_BYTES / (2 * 16 * d4)).clamp(4, 64) / 4 * 4
+}
+
+/// Query rows per invocation: more rows reuse each K/V read more often, at the cost of
+/// registers (`2 * rows * ceil(d/4)` vec4 locals). Measured on lavapipe (README, Kernels), 8
+/// beat 4, 2 and 1 at every SD head dim (at 1024x1024, d=80: 1.52x, 1.04x, 0.67x, 0.49x the
+/// twin's speed), and gives 8-invocation workgroups: one SIMD batch there, so barriers cost
+/// nothing. `d` is kept for tuning per head dim on other adapters.
+pub fn rows_per_invocation(d: usize) -> usize {
+    let _ = d;
+    8
+}
+
+/// Invocations per workgroup: 64 query rows per workgroup whatever the rows per invocation.
+pub fn invocations(d: usize) -> u32 {
+    ROWS_PER_WORKGROUP / rows_per_invocation(d) as u32
+}
+
+/// `line(r, c)` for every row r and slice c, one statement per line.
+fn each(rows: usize, d4: usize, line: impl Fn(usize, usize) -> String) -> String {
+    (0..rows).flat_map(|r| (0..d4).map(move |c| (r, c))).map(|(r, c)| format!("    {}\n", line(r, c))).collect()
+}
+
+/// Per-row set-up: clamped row, q slices `q{r}_{c}`, accumulators `a{r}_{c}`, running max/sum.
+fn init_block(rows: usize, d4: usize) -> String {
+    let mut out = String::new();
+    for r in 0..rows {
+        out += &format!("    let row{r} = first + lid + {r}u * WG;\n    let rr{r} = min(row{r}, n - 1u);\n");
+        out += &format!("    let qb{r} = b * params[P_Q] + h * params[P_Q + 1u] + rr{r} * params[P_Q + 2u];\n");
+        out += &format!("    var taps{r} = Taps(0u, 0u, 0u, 0u, 0.0, 0.0, 0.0, 0.0);\n    if ((flags & 1u) != 0u) {{ taps{r} = bias_taps(rr{r}); }}\n");
+        out += &format!("    var max{r} = NEG;\n    var sum{r} = 0.0;\n");
+    }
+    out += &each(rows, d4, |r, c| format!("let q{r}_{c} = load_q(qb{r}, {c}u) * scale;"));
+    out += &each(rows, d4, |r, c| format!("var a{r}_{c} = vec4<f32>(0.0);"));
+    out
+}
+
+/// Four keys for every row: scores, online-softmax update, weighted sum of V.
+fn tile_block(rows: usize, d4: usize) -> String {
+    let pad = "            ";
+    let mut out = String::new();
+    for r in 0..rows {
+        out += &format!("{pad}var s{r} = vec4<f32>(0.0);\n");
+    }
+    for i in 0..4 {
+        for c in 0..d4 {
+            out += &format!("{pad}let k{i}_{c} = k_tile[o + {}u];\n", i * d4 + c);
+        }
+        for r in 0..rows {
+            let dot = (0..d4).map(|c| format!("q{r}_{c} * k{i}_{c}")).collect::<Vec<_>>().join(" + ");
+            out += &format!("{pad}s{r}[{i}] = dot({dot}, vec4<f32>(1.0));\n");
+        }
+    }
+    for r in 0..rows {
+        out += &format!("{pad}s{r} = steer(s{r}, flags, taps{r}, b, t0 + t, t0 + count);\n");
+        out += &format!("{pad}let new{r} = max(max{r}, max(max(s{r}.x, s{r}.y), max(s{r}.z, s{r}.w)));\n");
+        out += &format!("{pad}let corr{r} = exp(max{r} - new{r});\n{pad}let p{r} = exp(s{r} - vec4<f32>(new{r}));\n");
+        out += &format!("{pad}sum{r} = sum{r} * corr{r} + (p{r}.x + p{r}.y) + (p{r}.z + p{r}.w);\n{pad}max{r} = new{r};\n");
+    }
+    for c in 0..d4 {
+        // One scope per slice, so its four V values do not outlive their use.
+        out += &format!("{pad}{{\n{pad}let v0 = v_tile[o + {}u]; let v1 = v_tile[o + {}u]; let v2 = v_tile[o + {}u]; let v3 = v_tile[o + {}u];\n", c, d4 + c, 2 * d4 + c, 3 * d4 + c);
+        for r in 0..rows {
+            out += &format!("{pad}a{r}_{c} = a{r}_{c} * corr{r} + (p{r}.x * v0 + p{r}.y * v1) + (p{r}.z * v2 + p{r}.w * v3);\n");
+        }
+        out += &format!("{pad}}}\n");
+    }
+    out
+}
+
+/// Normalised rows written out, and the row stats when asked.
+fn finish_block(rows: usize, d4: usize) -> String {
+    let mut out = String::new();
+    for r in 0..rows {
+        out += &format!("    if (row{r} < n) {{\n        let ob = (bh * n + row{r}) * D;\n        let inv = 1.0 / sum{r};\n");
+        for c in 0..d4 {
+            out += &format!("        store(ob, {c}u, a{r}_{c} * inv);\n");
+        }
+        out += &format!("        if ((flags & 4u) != 0u) {{ stats[2u * (bh * n + row{r})] = max{r}; stats[2u * (bh * n + row{r}) + 1u] = sum{r}; }}\n    }}\n");
+    }
+    out
+}
+
+fn values(f16: bool, d: usize) -> Vec<(&'static str, String)> {
+    let (d4, rows) = (d.div_ceil(4), rows_per_invocation(d));
+    let mut v = base_values(f16, invocations(d));
+    v.extend([("d", d.to_string()), ("d4", d4.to_string()), ("tk", tile_keys(d).to_string()), ("rows", rows.to_string())]);
+    v.extend([("init", init_block(rows, d4)), ("tile", tile_block(rows, d4)), ("finish", finish_block(rows, d4))]);
+    v
+}
+
+/// attention.wgsl rendered for an element type and head dim: (cache key, source).
+pub fn shader(f16: bool, d: usize) -> (String, String) {
+    (format!("attention/{f16}/{d}"), render(TEMPLATE, &values(f16, d)))
+}
+
+/// attention_probs.wgsl rendered for an element type and head dim: (cache key, source).
+pub fn probs_shader(f16: bool, d: usize) -> (String, String) {
+    let mut v = base_values(f16, WORKGROUP);
+    v.extend([("d", d.to_string()), ("d4", d.div_ceil(4).to_string())]);
+    (format!("attention_probs/{f16}/{d}"), render(PROBS_TEMPLATE, &v))
+}
+
+/// Optional steering and map export. `Default` is plain attention.
+#[derive(Debug, Clone, Default)]
+pub struct AttentionControl {
+    /// Additive score bias per key as a low-resolution map `[b, m, bias_h, bias_w]`.
+    pub bias: Option<Tensor<4>>,
+    /// Multiplies each key's scaled score `[b, m]`.
+    pub key_scale: Option<Tensor<2>>,
+    /// The query grid `[h, w]` (`h * w = n`) the bias map is upsampled to; required with `bias`.
+    pub grid: Option<[usize; 2]>,
+    /// Also return the probabilities averaged over heads `[b, n, m]`.
+    pub export_probs: bool,
+}
+
+impl AttentionControl {
+    fn is_plain(&self) -> bool {
+        self.bias.is_none() && self.key_scale.is_none() && !self.export_probs
+    }
+
+    fn grid(&self, n: usize) -> [usize; 2] {
+        match (self.grid, &self.bias) {
+            (Some(g), _) => {
+                assert_eq!(g[0] * g[1], n, "attention: grid {g:?} does not cover {n} queries");
+                g
+            }
+            (None, Some(_)) => panic!("attention: a bias map needs the query grid"),
+            (None, None) => [1, n],
+        }
+    }
+}
+
+/// Attention output `[b, h, n, d]` and, when asked, the head-averaged probabilities `[b, n, m]`.
+#[derive(Debug, Clone)]
+pub struct AttentionOutput {
+    pub out: Tensor<4>,
+    pub probs: Option<Tensor<3>>,
+}
+
+/// Attention as the model uses it: the fused kernel on burn-wgpu (kernels on, head dim <=
+/// [`MAX_HEAD_DIM`]); elsewhere burn's `module::attention` for plain calls, the twin otherwise.
+///
+/// # Shapes
+/// q: `[b, h, n, d]`, k/v: `[b, h, m, d]` (any strides) -> out `[b, h, n, d]`, probs `[b, n, m]`
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, control: &AttentionControl) -> AttentionOutput {
+    let d = q.dims()[3];
+    if use_kernels(&q) && d <= MAX_HEAD_DIM {
+        return attention_fused(q, k, v, control);
+    }
+    if control.is_plain() {
+        let out = burn_attention(q, k, v, None, None, AttentionModuleOptions::default());
+        return AttentionOutput { out, probs: None };
+    }
+    attention_twin(q, k, v, control)
+}
+
+/// The fused kernel, unconditionally (tests and benchmarks); the tensors must be on burn-wgpu.
+pub fn attention_fused(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, control: &AttentionControl) -> AttentionOutput {
+    let [b, _, n, d] = q.dims();
+    let m = k.dims()[2];
+    let grid = control.grid(n);
+    let grid = (grid[0], grid[1]);
+    let scale = 1.0 / (d as f32).sqrt();
+    let steered = control.bias.is_some() || control.key_scale.is_some();
+    // Neutral parts (zero bias, unit scale) stand in for what the caller left out.
+    let steering = (steered || control.export_probs).then(|| {
+        let (device, dtype) = (q.device(), q.dtype());
+        let bias = control.bias.clone().unwrap_or_else(|| Tensor::zeros([b, m, 1, 1], &device)).cast(dtype);
+        let key_scale = control.key_scale.clone().unwrap_or_else(|| Tensor::ones([b, m], &device)).cast(dtype);
+        (bias.into_dispatch(), key_scale.into_dispatch())
+    });
+    let (qd, kd, vd) = (q.clone().into_dispatch(), k.clone().into_dispatch(), v.into_dispatch());
+    let (out, stats) = match (&steering, steered) {
+        (Some((bias, key_scale)), true) => {
+            <Dispatch as KernelOps>::ld_attention_steered(qd, kd, vd, bias.clone(), key_scale.clone(), scale, grid, control.export_probs)
+        }
+        _ => <Dispatch as KernelOps>::ld_attention(qd, kd, vd, scale, control.export_probs),
+    };
+    let probs = steering.filter(|_| control.export_probs).map(|(bias, key_scale)| {
+        let probs = <Dispatch as KernelOps>::ld_attention_probs(q.into_dispatch(), k.into_dispatch(), bias, key_scale, stats, scale, grid);
+        Tensor::<3>::from_dispatch(probs)
+    });
+    AttentionOutput { out: Tensor::from_dispatch(out), probs }
+}
+
+/// Tensor-op twin: scores, softmax, weighted sum (materialises `[b, h, n, m]`).
+pub fn attention_twin(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, control: &AttentionControl) -> AttentionOutput {
+    let probs = softmax(twin_scores(q, k, control), 3);
+    let export = control.export_probs.then(|| head_mean(probs.clone()));
+    AttentionOutput { out: probs.matmul(v), probs: export }
+}
+
+/// Twin step 1: steered scores `[b, h, n, m]`.
+pub fn twin_scores(q: Tensor<4>, k: Tensor<4>, control: &AttentionControl) -> Tensor<4> {
+    let [b, _, n, d] = q.dims();
+    let m = k.dims()[2];
+    let dtype = q.dtype();
+    let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt());
+    if let Some(scale) = &control.key_scale {
+        scores = scores * scale.clone().cast(dtype).reshape([b, 1, 1, m]);
+    }
+    if let Some(bias) = &control.bias {
+        let [gh, gw] = control.grid(n);
+        let up = upsample_bilinear(bias.clone().cast(dtype), gh, gw);
+        scores = scores + up.reshape([b, m, n]).swap_dims(1, 2).unsqueeze_dim::<4>(1);
+    }
+    scores
+}
+
+/// Probabilities `[b, h, n, m]` averaged over heads -> `[b, n, m]` (f32, as the kernel's).
+pub fn head_mean(probs: Tensor<4>) -> Tensor<3> {
+    let [b, _, n, m] = probs.dims();
+    probs.mean_dim(1).reshape([b, n, m]).cast(DType::F32)
+}
+
+/// Bilinear upsampling `[b, m, h, w]` -> `[b, m, gh, gw]` with half-pixel centres
+/// (torch's align_corners = false), as two small interpolation matrices: `Wy @ map @ Wx^T`.
+pub fn upsample_bilinear(map: Tensor<4>, gh: usize, gw: usize) -> Tensor<4> {
+    let [b, m, h, w] = map.dims();
+    let device = map.device();
+    let dtype = map.dtype();
+    let wy = Tensor::<2>::from_data(TensorData::new(interp_matrix(gh, h), [gh, h]), &device).cast(dtype);
+    let wx = Tensor::<2>::from_data(TensorData::new(interp_matrix(gw, w), [gw, w]), &device).cast(dtype);
+    let wy = wy.unsqueeze::<4>().expand([b, m, gh, h]);
+    let wxt = wx.transpose().unsqueeze::<4>().expand([b, m, w, gw]);
+    wy.matmul(map).matmul(wxt)
+}
+
+/// Row `o` holds the weights of source cells for output cell `o` (the shader's `axis_taps`).
+fn interp_matrix(dst: usize, src: usize) -> Vec<f32> {
+    let mut weights = vec![0f32; dst * src];
+    for o in 0..dst {
+        let pos = (((o as f32) + 0.5) * src as f32 / dst as f32 - 0.5).max(0.0);
+        let lo = (pos.floor() as usize).min(src - 1);
+        let hi = (lo + 1).min(src - 1);
+        let frac = pos - lo as f32;
+        weights[o * src + lo] += 1.0 - frac;
+        weights[o * src + hi] += frac;
+    }
+    weights
+}

@@ -1,0 +1,238 @@
+//! `Generator`: the wasm API that `www/worker.js` drives. Model files come in as bytes; images go
+//! out as RGBA and PNG bytes. Generation awaits the GPU after every step, so the progress
+//! callback sees true milliseconds per step and a preview of the latents.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use burn::prelude::*;
+use js_sys::{Function, Object, Reflect, Uint8Array};
+use serde::Deserialize;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use super::error::WebError;
+use crate::loader::{self, MemoryFiles};
+use crate::pipeline::{self, GenerateOptions, Pipeline};
+use crate::scheduler::SchedulerKind;
+
+/// What the page asks for (JSON from `JSON.stringify`, so field names are the page's).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Options {
+    prompt: String,
+    #[serde(default)]
+    negative: String,
+    #[serde(default = "default_steps")]
+    steps: usize,
+    #[serde(default = "default_guidance")]
+    guidance: f32,
+    #[serde(default)]
+    seed: u64,
+    /// `ddim`, `euler`, `euler-a`, `dpm++2m`; absent or empty: the model's own.
+    #[serde(default)]
+    scheduler: Option<String>,
+    /// Reserved for the attention-map export of the kernels (the page's per-word viewer reads
+    /// `result.attention` when it is present); ignored until the kernels provide the maps.
+    #[serde(default)]
+    attention: bool,
+}
+
+fn default_steps() -> usize {
+    20
+}
+
+fn default_guidance() -> f32 {
+    7.5
+}
+
+/// Most steps a page may ask for: beyond this a typo (e.g. 10000) would hang the tab for hours.
+const MAX_STEPS: usize = 1000;
+
+impl Options {
+    fn parse(json: &str) -> Result<GenerateOptions, WebError> {
+        let o: Options = serde_json::from_str(json).map_err(|e| WebError::InvalidOptions(e.to_string()))?;
+        if o.steps == 0 || o.steps > MAX_STEPS {
+            return Err(WebError::InvalidOptions(format!("steps must be between 1 and {MAX_STEPS}, got {}", o.steps)));
+        }
+        let scheduler = match o.scheduler.as_deref() {
+            None | Some("") => None,
+            Some(name) => Some(name.parse::<SchedulerKind>().map_err(|e| WebError::InvalidOptions(e.to_string()))?),
+        };
+        let _ = o.attention;
+        Ok(GenerateOptions {
+            prompt: o.prompt,
+            negative_prompt: o.negative,
+            steps: o.steps,
+            guidance: o.guidance,
+            seed: o.seed,
+            scheduler,
+            init_latents: None,
+        })
+    }
+}
+
+/// One WebGPU device and at most one loaded model.
+#[wasm_bindgen]
+pub struct Generator {
+    device: Device,
+    pipeline: Rc<RefCell<Option<Rc<Pipeline>>>>,
+    busy: Rc<Cell<bool>>,
+    lost: Rc<RefCell<Option<String>>>,
+}
+
+#[wasm_bindgen]
+impl Generator {
+    /// Opens the WebGPU device. Rejects with `NoWebGpuError` when the browser has no adapter.
+    pub async fn create() -> Result<Generator, JsValue> {
+        install_panic_hook();
+        let has_gpu = Reflect::get(&js_sys::global(), &"navigator".into())
+            .and_then(|nav| Reflect::get(&nav, &"gpu".into()))
+            .map(|gpu| !gpu.is_undefined())
+            .unwrap_or(false);
+        if !has_gpu {
+            return Err(WebError::NoWebGpu("navigator.gpu is missing".into()).into());
+        }
+        let device = Device::wgpu_options().init_async().await.map_err(|e| WebError::NoWebGpu(e.to_string()))?;
+        Ok(Generator { device, pipeline: Rc::default(), busy: Rc::default(), lost: Rc::default() })
+    }
+
+    /// Loads a diffusers pipeline from `files` (a `Map` of relative path -> `Uint8Array`, e.g.
+    /// `unet/diffusion_pytorch_model.safetensors`). Returns `{ width, height }` of its images.
+    pub fn load(&self, name: String, files: js_sys::Map) -> Result<JsValue, JsValue> {
+        self.check_usable()?;
+        if self.busy.get() {
+            return Err(WebError::Busy("a generation is running").into());
+        }
+        let mut map = HashMap::new();
+        for entry in files.entries() {
+            let pair: js_sys::Array = entry?.unchecked_into();
+            let path = pair.get(0).as_string().ok_or_else(|| WebError::InvalidOptions("file paths must be strings".into()))?;
+            let bytes = pair.get(1).dyn_into::<Uint8Array>().map_err(|_| WebError::InvalidOptions(format!("{path}: bytes must be a Uint8Array")))?;
+            map.insert(path, bytes.to_vec());
+        }
+        // Drop the old model first: two models at once may not fit the adapter's memory.
+        self.pipeline.replace(None);
+        let model = loader::load(&MemoryFiles { name, files: map }, &self.device).map_err(WebError::Model)?;
+        let pipeline = Pipeline::new(model, self.device.clone());
+        let [height, width] = pipeline.image_size();
+        self.pipeline.replace(Some(Rc::new(pipeline)));
+        Ok(object(&[("width", width.into()), ("height", height.into())]))
+    }
+
+    /// Generates from `options_json` (`{ prompt, negative, steps, guidance, seed, scheduler }`).
+    /// `on_progress({ step, total, timestep, msPerStep, preview, previewWidth, previewHeight })`
+    /// is called after every step (`preview`: RGBA `Uint8ClampedArray` at latent resolution).
+    /// Resolves to `{ rgba, png, width, height, warnings, msPerStep, totalMs }`.
+    pub fn generate(&self, options_json: String, on_progress: Function) -> js_sys::Promise {
+        let this = self.handle();
+        wasm_bindgen_futures::future_to_promise(async move {
+            this.check_usable()?;
+            let options = Options::parse(&options_json)?;
+            let pipeline = this.pipeline.borrow().clone().ok_or(WebError::NoModel)?;
+            if this.busy.replace(true) {
+                return Err(WebError::Busy("another generation is running").into());
+            }
+            let result = run(&pipeline, &options, &on_progress).await;
+            this.busy.set(false);
+            if let Err(WebError::DeviceLost(why)) = &result {
+                this.lost.replace(Some(why.clone()));
+            }
+            result.map_err(JsValue::from)
+        })
+    }
+
+    /// Whether a model is loaded.
+    #[wasm_bindgen(getter)]
+    pub fn loaded(&self) -> bool {
+        self.pipeline.borrow().is_some()
+    }
+}
+
+impl Generator {
+    fn handle(&self) -> Generator {
+        Generator { device: self.device.clone(), pipeline: self.pipeline.clone(), busy: self.busy.clone(), lost: self.lost.clone() }
+    }
+
+    fn check_usable(&self) -> Result<(), WebError> {
+        match self.lost.borrow().as_ref() {
+            Some(why) => Err(WebError::DeviceLost(why.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Steps the pipeline, awaiting a read-back after each step (the step's true GPU time and a preview).
+async fn run(pipeline: &Pipeline, options: &GenerateOptions, on_progress: &Function) -> Result<JsValue, WebError> {
+    let start = js_sys::Date::now();
+    let mut run = pipeline.start(options)?;
+    let mut last = start;
+    let mut steps_ms = 0.0;
+    loop {
+        let Some(step) = run.step()? else { break };
+        let (step_no, total, timestep) = (step.step, step.total, step.timestep);
+        let preview = pipeline::preview_rgb(step.latents);
+        let [_, _, ph, pw] = preview.dims();
+        let rgb = read_rgb8(&preview).await?;
+        let now = js_sys::Date::now();
+        let ms = now - last;
+        steps_ms += ms;
+        last = now;
+        let progress = object(&[
+            ("step", step_no.into()),
+            ("total", total.into()),
+            ("timestep", timestep.into()),
+            ("msPerStep", ms.into()),
+            ("preview", js_sys::Uint8ClampedArray::from(rgba(&rgb).as_slice()).into()),
+            ("previewWidth", pw.into()),
+            ("previewHeight", ph.into()),
+        ]);
+        // A throwing callback must not abort the generation; the page only loses one update.
+        let _ = on_progress.call1(&JsValue::NULL, &progress);
+    }
+    let generation = run.finish();
+    let [_, _, height, width] = generation.image.dims();
+    let rgb = read_rgb8(&generation.image).await?;
+    let png = crate::world::render::png_bytes(&rgb, width, height, 1)?;
+    let warnings: js_sys::Array = generation.warnings.iter().map(|w| JsValue::from_str(w)).collect();
+    Ok(object(&[
+        ("rgba", js_sys::Uint8ClampedArray::from(rgba(&rgb).as_slice()).into()),
+        ("png", Uint8Array::from(png.as_slice()).into()),
+        ("width", width.into()),
+        ("height", height.into()),
+        ("warnings", warnings.into()),
+        ("msPerStep", (steps_ms / options.steps.max(1) as f64).into()),
+        ("totalMs", (js_sys::Date::now() - start).into()),
+    ]))
+}
+
+/// `[1, 3, h, w]` in [0, 1] -> RGB bytes, read back asynchronously (WebGPU cannot block).
+/// A failed read-back means the device is gone: nothing else fails there.
+async fn read_rgb8(image: &Tensor<4>) -> Result<Vec<u8>, WebError> {
+    let data = pipeline::image_hwc(image).into_data_async().await.map_err(|e| WebError::DeviceLost(format!("{e:?}")))?;
+    let values = data.try_to_vec::<f32>().map_err(|e| WebError::DeviceLost(format!("read-back gave {e:?}")))?;
+    Ok(pipeline::quantize_rgb8(&values))
+}
+
+fn rgba(rgb: &[u8]) -> Vec<u8> {
+    rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect()
+}
+
+fn object(fields: &[(&str, JsValue)]) -> JsValue {
+    let obj = Object::new();
+    for (key, value) in fields {
+        // Setting a plain property on a fresh object cannot fail.
+        let _ = Reflect::set(&obj, &JsValue::from_str(key), value);
+    }
+    obj.into()
+}
+
+/// Panics go to the console with their message instead of a bare `unreachable`; the instance is
+/// dead afterwards and the page restarts the worker.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| web_sys::console::error_1(&format!("lifelong-diffusion panicked: {info}").into())));
+    });
+}
