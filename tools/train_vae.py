@@ -33,6 +33,18 @@ def object_weights(x, object_weight):
     return w / w.mean(dim=(2, 3), keepdim=True)
 
 
+def recon_loss(rec, x, object_weight):
+    """L1 + L2 per pixel, object pixels weighted (`object_weights`): the VAE's and the decoder's loss."""
+    return (object_weights(x, object_weight) * ((rec - x).abs() + (rec - x) ** 2)).mean()
+
+
+def optimizer_step(opt, loss, params):
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 def object_crops(x, crop, rng):
     """Random crops of `crop` px, each centred near a random object pixel when the image has one (a crop
     of plain background teaches nothing)."""
@@ -76,14 +88,9 @@ def train(data, out, steps, batch, lr, seed, crop, crop_steps, full_batch, objec
             g["lr"] = lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps)))
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
-        w = object_weights(x, object_weight)
-        l_rec = (w * ((rec - x).abs() + (rec - x) ** 2)).mean()
+        l_rec = recon_loss(rec, x, object_weight)
         l_kl = post.kl().mean() / (4 * 16 * 16)
-        loss = l_rec + kl_weight * l_kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, l_rec + kl_weight * l_kl, vae.parameters())
         step += 1
         if step % 100 == 0:
             log(f"vae step {step}/{steps} rec {l_rec.item():.4f} kl {l_kl.item():.3f} {(time.time()-t0)/100:.2f}s/step")
@@ -94,7 +101,7 @@ def train(data, out, steps, batch, lr, seed, crop, crop_steps, full_batch, objec
     return vae
 
 
-def finetune_decoder(data, out, steps, batch, lr, seed):
+def finetune_decoder(data, out, steps, batch, lr, seed, object_weight=10.0):
     """Trains only post_quant_conv + decoder of a finished VAE on whole images: the encoder, the latent
     space, the latent cache and the scaling factor stay as they are, so a UNet trained on them is
     unaffected. Resumable (OUT.dec.ckpt.pt); the total is recorded in OUT/stats.json."""
@@ -124,11 +131,8 @@ def finetune_decoder(data, out, steps, batch, lr, seed):
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean
         rec = vae.decode(z).sample
-        loss = (object_weights(x, 10.0) * ((rec - x).abs() + (rec - x) ** 2)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(train_params, 1.0)
-        opt.step()
+        loss = recon_loss(rec, x, object_weight)
+        optimizer_step(opt, loss, train_params)
         step += 1
         if step % 100 == 0:
             log(f"decoder step {step}/{steps} rec {loss.item():.4f} {(time.time()-t0)/100:.2f}s/step")
@@ -199,7 +203,7 @@ def main():
                                                     "recon_mae_u8": err, "n": data.n}, indent=2))
         log(f"latents: std {std:.4f} -> scaling_factor {1/std:.4f}; reconstruction MAE {err:.2f}/255")
     if a.finetune_decoder:
-        finetune_decoder(data, out, a.finetune_decoder, a.full_batch, 5e-4, a.seed)
+        finetune_decoder(data, out, a.finetune_decoder, a.full_batch, 5e-4, a.seed, a.object_weight)
 
 
 if __name__ == "__main__":
