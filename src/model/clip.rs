@@ -102,8 +102,18 @@ impl ClipTextModel {
     /// # Shapes
     /// ids `[b, n]` (n <= max_position_embeddings) -> `[b, n, hidden]`
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        let [_, n] = ids.dims();
-        let tokens = embedding(self.token_embedding.val(), ids);
+        self.forward_embeds(self.embed(ids))
+    }
+
+    /// The token embeddings of `ids` (`[b, n]` -> `[b, n, hidden]`), so that a caller can replace
+    /// some of them (learned concept tokens) before [`Self::forward_embeds`].
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        embedding(self.token_embedding.val(), ids)
+    }
+
+    /// `last_hidden_state` from token embeddings `[b, n, hidden]` (positions are added here).
+    pub fn forward_embeds(&self, tokens: Tensor<3>) -> Tensor<3> {
+        let [_, n, _] = tokens.dims();
         let positions = self.position_embedding.val().narrow(0, 0, n).unsqueeze::<3>();
         let mut x = tokens + positions;
         for layer in &self.layers {

@@ -17,19 +17,45 @@ use crate::weights::VarBuilder;
 pub struct Linear {
     pub weight: Param<Tensor<2>>,
     pub bias: Option<Param<Tensor<1>>>,
+    /// A low-rank update set by the lifelong adapter (src/lifelong/adapter.rs); `None` when loaded.
+    pub lora: Option<Lora>,
+}
+
+/// PEFT's LoRA on one linear layer: `y = W x + scale * B (A x)` with `lora_A.weight` `[r, in]` and
+/// `lora_B.weight` `[out, r]` (peft/tuners/lora/layer.py `Linear.forward`), `scale = alpha / r`.
+/// Both kept transposed, like [`Linear::weight`].
+#[derive(Module, Debug)]
+pub struct Lora {
+    /// `A^T`: `[in, r]`.
+    pub down: Param<Tensor<2>>,
+    /// `B^T`: `[r, out]`.
+    pub up: Param<Tensor<2>>,
+    pub scale: f64,
+}
+
+impl Lora {
+    /// # Shapes
+    /// `[..., in]` -> `[..., out]`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        linear(linear(x, self.down.val(), None), self.up.val(), None).mul_scalar(self.scale)
+    }
 }
 
 impl Linear {
     pub fn load(vb: &VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
         let weight = vb.tensor("weight", [d_out, d_in])?.transpose();
         let bias = if bias { Some(vb.param("bias", [d_out])?) } else { None };
-        Ok(Self { weight: Param::from_tensor(weight), bias })
+        Ok(Self { weight: Param::from_tensor(weight), bias, lora: None })
     }
 
     /// # Shapes
     /// `[..., d_in]` -> `[..., d_out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        let out = linear(x.clone(), self.weight.val(), self.bias.as_ref().map(|b| b.val()));
+        match &self.lora {
+            Some(lora) => out + lora.forward(x),
+            None => out,
+        }
     }
 }
 

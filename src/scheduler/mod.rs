@@ -276,7 +276,7 @@ pub fn create(
 
 /// What the model predicts (`prediction_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Prediction {
+pub enum Prediction {
     Epsilon,
     /// `"v_prediction"`.
     Velocity,
@@ -295,6 +295,13 @@ impl Prediction {
             )),
         }
     }
+}
+
+/// The training-time noise schedule of `config`: what the model predicts and `alphas_cumprod` per
+/// training timestep (diffusers' `DDPMScheduler.add_noise` uses the same table), for lessons.
+pub fn noise_schedule(config: &SchedulerConfig) -> Result<(Prediction, Vec<f32>), SchedulerError> {
+    let common = Common::new(config, SchedulerKind::Ddim, 1)?;
+    Ok((common.prediction, common.alphas_cumprod))
 }
 
 /// The validated noise schedule every scheduler starts from.

@@ -1,0 +1,320 @@
+//! One lesson: the adapter learns a new concept from a few encoded images, while replayed memory
+//! (TAME) and the previous state as teacher (ECD) hold the earlier concepts.
+//!
+//! Loss per step (L2DM Sec. 3, our weights):
+//! `L = L_new + mu * L_replay + sum_c lambda_c * L_distill(c) + L_ewc`, each term the mean squared
+//! error of the UNet's prediction against its target (`noise`, or `v` for v-prediction models)
+//! at timesteps drawn uniformly, as diffusers' train_text_to_image.py does.
+
+use burn::prelude::*;
+
+use super::adam::Adam;
+use super::adapter::Adapter;
+use crate::error::{Error, Result};
+use crate::loader::LoadedModel;
+use crate::rng::Rng;
+use crate::scheduler::{self, Prediction};
+
+/// A training example: VAE latents (scaled, `[1, c, h, w]`) and the prompt they show.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub latents: Tensor<4>,
+    pub prompt: String,
+}
+
+/// A replayed example of an earlier concept (`concept` indexes [`Adapter::concepts`]; `None`
+/// for base-world samples that protect prompts without concepts).
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub concept: Option<usize>,
+    pub example: Example,
+}
+
+/// Which protections a lesson uses; the eval's baselines and ablations switch them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Protection {
+    /// Replay memory samples with weight `mu` (TAME).
+    pub replay: bool,
+    /// Distil the previous state's predictions on memory (ECD).
+    pub distill: bool,
+    /// Elastic weight consolidation on the adapter (the EWC baseline), strength.
+    pub ewc: f32,
+}
+
+/// Lesson settings.
+#[derive(Debug, Clone)]
+pub struct LessonOptions {
+    pub steps: usize,
+    /// New-concept examples per step; replay adds as many again.
+    pub batch: usize,
+    pub lr_lora: f64,
+    pub lr_token: f64,
+    pub mu: f32,
+    /// Base distillation weight `lambda_0`.
+    pub distill: f32,
+    /// Elasticity: `lambda_c = lambda_0 * (1 + kappa * drift_c)`.
+    pub kappa: f32,
+    pub protection: Protection,
+    pub seed: u64,
+}
+
+impl Default for LessonOptions {
+    fn default() -> Self {
+        Self {
+            steps: 150,
+            batch: 4,
+            lr_lora: 2e-3,
+            lr_token: 1e-2,
+            mu: 1.0,
+            distill: 1.0,
+            kappa: 10.0,
+            protection: Protection { replay: true, distill: true, ewc: 0.0 },
+            seed: 0,
+        }
+    }
+}
+
+/// Reported after every step.
+#[derive(Debug, Clone, Copy)]
+pub struct LessonProgress {
+    pub step: usize,
+    pub total: usize,
+    pub loss: f32,
+    pub distill: f32,
+}
+
+/// What a lesson did.
+#[derive(Debug, Clone)]
+pub struct LessonReport {
+    pub steps: usize,
+    pub first_loss: f32,
+    pub last_loss: f32,
+    /// Final elastic weights per concept index (ECD).
+    pub elastic: Vec<(usize, f32)>,
+}
+
+/// The frozen base model on an autodiff device and its training noise schedule.
+pub struct Trainer {
+    pub model: LoadedModel,
+    pub device: Device,
+    prediction: Prediction,
+    alphas_cumprod: Vec<f32>,
+}
+
+impl Trainer {
+    /// `model` must have been loaded on `device` (an autodiff device); its weights are frozen.
+    pub fn new(mut model: LoadedModel, device: Device) -> Result<Self> {
+        let (prediction, alphas_cumprod) = scheduler::noise_schedule(&model.scheduler_config)?;
+        if prediction == Prediction::Sample {
+            return Err(Error::InvalidInput("lessons support epsilon and v_prediction models, not prediction_type \"sample\"".into()));
+        }
+        model.unet = model.unet.no_grad();
+        model.text_encoder = model.text_encoder.no_grad();
+        model.vae = model.vae.no_grad();
+        Ok(Self { model, device, prediction, alphas_cumprod })
+    }
+
+    /// Token ids of prompts, one row each (the adapter's concept tokens must be registered).
+    pub fn ids(&self, prompts: &[&str]) -> Result<Vec<Vec<i64>>> {
+        prompts.iter().map(|p| Ok(self.model.tokenizer.encode(p)?.ids)).collect()
+    }
+
+    /// Noised latents, the regression target and the timesteps for `x0` `[b, c, h, w]`.
+    fn noise(&self, x0: Tensor<4>, rng: &mut Rng) -> (Tensor<4>, Tensor<4>, Vec<f32>) {
+        let [b, c, h, w] = x0.dims();
+        let t: Vec<usize> = (0..b).map(|_| (rng.uniform() * self.alphas_cumprod.len() as f64) as usize % self.alphas_cumprod.len()).collect();
+        let noise = Tensor::<4>::from_data(TensorData::new(rng.normal_vec(b * c * h * w), [b, c, h, w]), &self.device);
+        let coef = |f: &dyn Fn(f32) -> f32| {
+            let v: Vec<f32> = t.iter().map(|&i| f(self.alphas_cumprod[i])).collect();
+            Tensor::<4>::from_data(TensorData::new(v, [b, 1, 1, 1]), &self.device)
+        };
+        let (sa, sb) = (coef(&|a| a.sqrt()), coef(&|a| (1.0 - a).sqrt()));
+        let x_t = x0.clone() * sa.clone() + noise.clone() * sb.clone();
+        // v = sqrt(a) * noise - sqrt(1 - a) * x0 (diffusers DDPMScheduler.get_velocity).
+        let target = match self.prediction {
+            Prediction::Velocity => noise * sa - x0 * sb,
+            _ => noise,
+        };
+        (x_t, target, t.iter().map(|&i| i as f32).collect())
+    }
+
+    /// The UNet's prediction with `adapter` in place.
+    pub fn predict(&self, adapter: &Adapter, x_t: Tensor<4>, t: &[f32], ids: &[Vec<i64>]) -> Result<Tensor<4>> {
+        let context = adapter.encode_ids(&self.model.text_encoder, ids, &self.device)?;
+        Ok(adapter.apply_unet(&self.model.unet)?.forward_timesteps(x_t, t, &context))
+    }
+}
+
+/// Mean squared error per example `[b]`.
+fn mse_per_example(a: Tensor<4>, b: Tensor<4>) -> Tensor<1> {
+    let [n, ..] = a.dims();
+    (a - b).square().reshape([n as i32, -1]).mean_dim(1).reshape([n])
+}
+
+fn pick<'a, T>(items: &'a [T], n: usize, rng: &mut Rng) -> Vec<&'a T> {
+    (0..n).map(|_| &items[(rng.uniform() * items.len() as f64) as usize % items.len()]).collect()
+}
+
+/// Teaches `adapter` (trainable, on the trainer's device) the examples in `new`; `replay` holds
+/// memory of earlier concepts and `teacher` the state before this lesson (frozen).
+pub fn teach(
+    trainer: &Trainer,
+    adapter: &mut Adapter,
+    teacher: Option<&Adapter>,
+    new: &[Example],
+    replay: &[Replay],
+    options: &LessonOptions,
+    progress: &mut dyn FnMut(LessonProgress),
+) -> Result<LessonReport> {
+    if new.is_empty() {
+        return Err(Error::InvalidInput("a lesson needs at least one example".into()));
+    }
+    let mut rng = Rng::new(options.seed);
+    let mut adam = Adam::default();
+    let lrs: Vec<f64> = (0..adapter.params().len())
+        .map(|i| if i < adapter.down.len() * 2 { options.lr_lora } else { options.lr_token })
+        .collect();
+    let anchor = (options.protection.ewc > 0.0).then(|| adapter.frozen(&trainer.device).params());
+    let mut elastic = Elastic::default();
+    let (mut first, mut last) = (f32::NAN, f32::NAN);
+    for step in 1..=options.steps {
+        let (loss, distill) = step_loss(trainer, adapter, teacher, new, replay, options, &mut elastic, &mut rng)?;
+        let loss = match (&anchor, &adapter.fisher) {
+            (Some(anchor), Some(fisher)) => loss + ewc_penalty(adapter, anchor, fisher).mul_scalar(options.protection.ewc),
+            _ => loss,
+        };
+        let value = loss.clone().into_scalar::<f32>();
+        if !value.is_finite() {
+            return Err(Error::InvalidInput(format!("the lesson diverged at step {step} (loss {value}); try fewer steps or a lower learning rate")));
+        }
+        let grads = loss.backward();
+        let g: Vec<Option<Tensor<2>>> = adapter.params().iter().map(|p| p.grad(&grads)).collect();
+        let mut params = adapter.params();
+        adam.step(&mut params, g, &lrs);
+        adapter.set_params(params);
+        if step == 1 {
+            first = value;
+        }
+        last = value;
+        progress(LessonProgress { step, total: options.steps, loss: value, distill });
+    }
+    Ok(LessonReport { steps: options.steps, first_loss: first, last_loss: last, elastic: elastic.weights(options) })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step_loss(
+    trainer: &Trainer,
+    adapter: &Adapter,
+    teacher: Option<&Adapter>,
+    new: &[Example],
+    replay: &[Replay],
+    options: &LessonOptions,
+    elastic: &mut Elastic,
+    rng: &mut Rng,
+) -> Result<(Tensor<1>, f32)> {
+    let fresh = pick(new, options.batch, rng);
+    let use_replay = options.protection.replay || options.protection.distill;
+    let old = if use_replay && !replay.is_empty() { pick(replay, options.batch, rng) } else { Vec::new() };
+    let examples: Vec<&Example> = fresh.iter().copied().chain(old.iter().map(|r| &r.example)).collect();
+    let x0 = Tensor::cat(examples.iter().map(|e| e.latents.clone()).collect(), 0);
+    let prompts: Vec<&str> = examples.iter().map(|e| e.prompt.as_str()).collect();
+    let ids = trainer.ids(&prompts)?;
+    let (x_t, target, t) = trainer.noise(x0, rng);
+    let pred = trainer.predict(adapter, x_t.clone(), &t, &ids)?;
+    let per = mse_per_example(pred.clone(), target.clone());
+    let (nf, no) = (fresh.len(), old.len());
+    let mut loss = per.clone().narrow(0, 0, nf).mean();
+    if no > 0 && options.protection.replay {
+        loss = loss + per.clone().narrow(0, nf, no).mean().mul_scalar(options.mu);
+    }
+    let mut distill_value = 0.0;
+    if let (Some(teacher), true, true) = (teacher, no > 0, options.protection.distill) {
+        let old_ids = ids[nf..].to_vec();
+        let x_old = x_t.narrow(0, nf, no);
+        let taught = trainer.predict(teacher, x_old, &t[nf..], &old_ids)?.detach();
+        let gap = mse_per_example(pred.narrow(0, nf, no), taught.clone());
+        let own = mse_per_example(taught, target.narrow(0, nf, no));
+        let concepts: Vec<Option<usize>> = old.iter().map(|r| r.concept).collect();
+        let weights = elastic.update(&concepts, &gap, &own, options);
+        let weights = Tensor::<1>::from_data(TensorData::new(weights, [no]), &trainer.device);
+        let distill = (gap * weights).mean();
+        distill_value = distill.clone().into_scalar::<f32>();
+        loss = loss + distill;
+    }
+    Ok((loss, distill_value))
+}
+
+/// ECD's elastic weights: per concept, running means of the student-teacher gap and of the
+/// teacher's own error; a concept whose predictions drift further (relative to how well the
+/// teacher itself did) is held harder.
+#[derive(Default)]
+struct Elastic {
+    /// (concept, gap EMA, own-error EMA); `None` is the base world.
+    stats: Vec<(Option<usize>, f32, f32)>,
+}
+
+impl Elastic {
+    fn update(&mut self, concepts: &[Option<usize>], gap: &Tensor<1>, own: &Tensor<1>, options: &LessonOptions) -> Vec<f32> {
+        let gap: Vec<f32> = gap.to_data().to_vec::<f32>().unwrap_or_default();
+        let own: Vec<f32> = own.to_data().to_vec::<f32>().unwrap_or_default();
+        for ((c, g), o) in concepts.iter().zip(&gap).zip(&own) {
+            match self.stats.iter_mut().find(|s| s.0 == *c) {
+                Some(s) => {
+                    s.1 = 0.9 * s.1 + 0.1 * g;
+                    s.2 = 0.9 * s.2 + 0.1 * o;
+                }
+                None => self.stats.push((*c, *g, *o)),
+            }
+        }
+        concepts.iter().map(|c| self.weight(*c, options)).collect()
+    }
+
+    fn weight(&self, concept: Option<usize>, options: &LessonOptions) -> f32 {
+        let drift = self.stats.iter().find(|s| s.0 == concept).map_or(0.0, |s| s.1 / s.2.max(1e-6));
+        options.distill * (1.0 + options.kappa * drift)
+    }
+
+    fn weights(&self, options: &LessonOptions) -> Vec<(usize, f32)> {
+        self.stats.iter().filter_map(|s| s.0.map(|c| (c, self.weight(s.0, options)))).collect()
+    }
+}
+
+/// Adds the diagonal Fisher information of the adapter on `examples` (mean squared gradient over
+/// `batches` batches; Kirkpatrick et al. 2017) to `adapter.fisher`, for the EWC baseline.
+pub fn accumulate_fisher(trainer: &Trainer, adapter: &mut Adapter, examples: &[Example], batches: usize, seed: u64) -> Result<()> {
+    let mut rng = Rng::new(seed);
+    let mut sum: Vec<Tensor<2>> = adapter.params().iter().map(|p| p.clone().detach().zeros_like()).collect();
+    for _ in 0..batches {
+        let batch = pick(examples, 4, &mut rng);
+        let x0 = Tensor::cat(batch.iter().map(|e| e.latents.clone()).collect(), 0);
+        let prompts: Vec<&str> = batch.iter().map(|e| e.prompt.as_str()).collect();
+        let ids = trainer.ids(&prompts)?;
+        let (x_t, target, t) = trainer.noise(x0, &mut rng);
+        let loss = mse_per_example(trainer.predict(adapter, x_t, &t, &ids)?, target).mean();
+        let grads = loss.backward();
+        for (s, p) in sum.iter_mut().zip(adapter.params()) {
+            if let Some(g) = p.grad(&grads) {
+                *s = s.clone() + g.autodiff().square().div_scalar(batches as f64);
+            }
+        }
+    }
+    adapter.fisher = Some(match adapter.fisher.take() {
+        Some(old) => sum.iter().enumerate().map(|(i, s)| old.get(i).map_or_else(|| s.clone(), |o| o.clone() + s.clone())).collect(),
+        None => sum,
+    });
+    Ok(())
+}
+
+/// `sum_i F_i (theta_i - theta*_i)^2` over the LoRA tensors (Kirkpatrick et al. 2017, Eq. 3).
+fn ewc_penalty(adapter: &Adapter, anchor: &[Tensor<2>], fisher: &[Tensor<2>]) -> Tensor<1> {
+    let params = adapter.params();
+    let mut total: Option<Tensor<1>> = None;
+    for ((p, a), f) in params.iter().zip(anchor).zip(fisher) {
+        let term = ((p.clone() - a.clone()).square() * f.clone()).sum();
+        total = Some(match total {
+            Some(t) => t + term,
+            None => term,
+        });
+    }
+    total.unwrap_or_else(|| Tensor::zeros([1], &adapter.down[0].device()))
+}
