@@ -41,6 +41,9 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    #[error(transparent)]
+    Store(#[from] crate::lifelong::store::StoreError),
+
     #[error("no usable GPU adapter: {0}; run with `--backend cpu`")]
     Backend(String),
 }

@@ -4,10 +4,13 @@
 pub mod config;
 pub mod error;
 pub mod kernels;
+pub mod lifelong;
 pub mod loader;
 pub mod model;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native_store;
 pub mod pipeline;
 pub mod rng;
 pub mod scheduler;

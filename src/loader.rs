@@ -76,7 +76,8 @@ fn check_index(files: &dyn ModelFiles) -> Result<()> {
     Ok(())
 }
 
-/// Everything a pipeline is made of, loaded and validated.
+/// Everything a pipeline is made of, loaded and validated. Cloning shares the weights.
+#[derive(Clone)]
 pub struct LoadedModel {
     pub tokenizer: ClipTokenizer,
     pub text_encoder: ClipTextModel,

@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 mod bench_cli;
+mod teach_cli;
 
+use lifelong_diffusion::lifelong::artist::AttendOptions;
 use lifelong_diffusion::native::{self, Backend, Folder};
 use lifelong_diffusion::pipeline::{GenerateOptions, Pipeline};
 use lifelong_diffusion::scheduler::SchedulerKind;
@@ -40,6 +42,13 @@ enum Command {
         #[command(subcommand)]
         command: EvalCommand,
     },
+    /// Teach the model a new concept from a few pictures (saved as a new version of the store).
+    Teach(teach_cli::TeachArgs),
+    /// List, remove, restore, export or import learned concepts.
+    Concepts {
+        #[command(subcommand)]
+        command: teach_cli::ConceptsCommand,
+    },
     /// Serve the web app (www/) on http://127.0.0.1:PORT.
     Serve {
         #[arg(long, default_value_t = 8080)]
@@ -54,6 +63,8 @@ enum Command {
 enum EvalCommand {
     /// Generate for shapes-world prompts and score every attribute (single / two objects, seen / held-out).
     World(EvalWorldArgs),
+    /// Teach novel shapes-world concepts in sequence and measure forgetting and neglect per method.
+    Lifelong(teach_cli::EvalLifelongArgs),
 }
 
 #[derive(clap::Args)]
@@ -74,6 +85,52 @@ struct EvalWorldArgs {
     /// Score the VAE alone: render each prompt's scene, encode and decode it (the generator's ceiling).
     #[arg(long)]
     reconstruct: bool,
+    /// Run the concept attention artist on prompts with two or more objects (default: off, the
+    /// plain model's figures).
+    #[arg(long)]
+    attend: bool,
+    /// Which categories: all, single or two-object.
+    #[arg(long, default_value = "all")]
+    categories: String,
+    #[command(flatten)]
+    tuning: AttendArgs,
+}
+
+/// Settings of the concept attention artist (src/lifelong/artist.rs; defaults follow
+/// Attend-and-Excite).
+#[derive(clap::Args)]
+struct AttendArgs {
+    /// Step size factor of the latent updates (A&E's scale_factor).
+    #[arg(long, default_value_t = AttendOptions::default().scale_factor)]
+    attend_scale: f32,
+    /// Fraction of the steps whose latents are updated.
+    #[arg(long, default_value_t = AttendOptions::default().alter_fraction)]
+    attend_fraction: f32,
+    /// Most refinement iterations at each threshold step (A&E: 20).
+    #[arg(long, default_value_t = AttendOptions::default().max_refinement_steps)]
+    attend_refine: usize,
+    /// Weights of the unmix (anti-mixing) and binding (attribute to noun) losses.
+    #[arg(long, default_value_t = AttendOptions::default().unmix_weight)]
+    attend_unmix: f32,
+    #[arg(long, default_value_t = AttendOptions::default().bind_weight)]
+    attend_bind: f32,
+}
+
+impl AttendArgs {
+    fn options(&self) -> Result<AttendOptions> {
+        let values = [self.attend_scale, self.attend_fraction, self.attend_unmix, self.attend_bind];
+        if values.iter().any(|v| !v.is_finite() || *v < 0.0) || self.attend_fraction > 1.0 {
+            return Err(Error::InvalidInput("--attend-* values must be non-negative numbers (--attend-fraction at most 1)".into()));
+        }
+        Ok(AttendOptions {
+            scale_factor: self.attend_scale,
+            alter_fraction: self.attend_fraction,
+            max_refinement_steps: self.attend_refine,
+            unmix_weight: self.attend_unmix,
+            bind_weight: self.attend_bind,
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -174,6 +231,16 @@ struct GenerateArgs {
     /// Compute backend; default: wgpu when a GPU adapter exists, else cpu.
     #[arg(long, value_enum)]
     backend: Option<BackendArg>,
+    /// Concept attention artist: for prompts with two or more subjects (shape words, <concepts>),
+    /// steer the first steps' latents so every subject is drawn, apart, with its own colour.
+    /// On by default; prompts with one subject are never changed.
+    #[arg(long, overrides_with = "no_attend")]
+    attend: bool,
+    /// Turn the concept attention artist off.
+    #[arg(long, overrides_with = "attend")]
+    no_attend: bool,
+    #[command(flatten)]
+    tuning: AttendArgs,
     /// Where to write the PNG.
     #[arg(long)]
     out: PathBuf,
@@ -219,15 +286,32 @@ fn open_pipeline(model: Option<PathBuf>, backend: Option<Backend>) -> Result<(Pi
 fn eval_world(args: EvalWorldArgs) -> Result<()> {
     use lifelong_diffusion::world::eval;
     let (pipeline, backend) = open_pipeline(args.model, args.backend.map(BackendArg::backend))?;
-    let options = eval::EvalOptions { n: args.n, steps: args.steps, guidance: args.guidance, seed: args.seed, reconstruct: args.reconstruct };
-    let bar = ProgressBar::new((args.n * eval::CATEGORIES.len()) as u64);
+    use lifelong_diffusion::world::SceneKind;
+    let kind = match args.categories.as_str() {
+        "all" => None,
+        "single" => Some(SceneKind::Single),
+        "two-object" | "pair" => Some(SceneKind::Pair),
+        other => return Err(Error::InvalidInput(format!("unknown --categories `{other}`; use all, single or two-object"))),
+    };
+    let categories: Vec<_> = eval::CATEGORIES.iter().copied().filter(|(k, _)| kind.is_none_or(|want| *k == want)).collect();
+    let images = args.n * categories.len();
+    let attend = args.attend.then(|| args.tuning.options()).transpose()?;
+    let options =
+        eval::EvalOptions { n: args.n, steps: args.steps, guidance: args.guidance, seed: args.seed, reconstruct: args.reconstruct, attend, categories };
+    let bar = ProgressBar::new(images as u64);
     bar.set_message(format!("{backend:?}"));
+    let start = std::time::Instant::now();
     let results = eval::evaluate(&pipeline, &options, &mut |done, _| bar.set_position(done as u64));
+    let per_image = start.elapsed().as_secs_f64() / images.max(1) as f64;
     bar.finish_and_clear();
     let results = results?;
     print!("{}", eval::table(&results));
+    eprintln!("{images} images, {per_image:.2} s per image on {backend:?}");
     let rows: Vec<_> = results.iter().map(eval::CategoryResult::to_json).collect();
-    println!("{}", serde_json::json!({ "steps": args.steps, "guidance": args.guidance, "categories": rows }));
+    println!(
+        "{}",
+        serde_json::json!({ "steps": args.steps, "guidance": args.guidance, "attend": args.attend, "seconds_per_image": per_image, "categories": rows })
+    );
     Ok(())
 }
 
@@ -254,10 +338,18 @@ fn generate(args: GenerateArgs) -> Result<()> {
     bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps {elapsed} ({per_sec})").expect("static template").progress_chars("=> "));
     bar.set_message(format!("{backend:?}"));
     let start = std::time::Instant::now();
-    let result = pipeline.generate(&options, &mut |p| bar.set_position(p.step as u64));
+    // On by default (issue 5): `--attend` only restates it; the last of the two flags wins.
+    let attend = (args.attend || !args.no_attend).then(|| args.tuning.options()).transpose()?;
+    let result = run_generation(&pipeline, &options, attend.as_ref(), &bar);
     let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let generation = result?;
+    let (generation, reports) = result?;
+    for r in &reports {
+        eprintln!(
+            "attend: step {} loss {:.3} -> {:.3} (unmix {:.3}, bind {:.3}, {} refinements)",
+            r.step, r.attend_before, r.attend_after, r.unmix_after, r.bind_after, r.iterations
+        );
+    }
     for warning in &generation.warnings {
         eprintln!("warning: {warning}");
     }
@@ -267,6 +359,21 @@ fn generate(args: GenerateArgs) -> Result<()> {
     }
     eprintln!("wrote {} ({} steps in {seconds:.3} s, {:.1} ms/step, on {backend:?})", args.out.display(), args.steps, seconds * 1000.0 / args.steps.max(1) as f64);
     Ok(())
+}
+
+/// Runs every step, advancing `bar`; returns the generation and what the artist did.
+fn run_generation(
+    pipeline: &Pipeline,
+    options: &GenerateOptions,
+    attend: Option<&AttendOptions>,
+    bar: &ProgressBar,
+) -> Result<(lifelong_diffusion::pipeline::Generation, Vec<lifelong_diffusion::lifelong::artist::StepReport>)> {
+    let mut run = pipeline.start_with(options, attend)?;
+    while let Some(p) = run.step()? {
+        bar.set_position(p.step as u64);
+    }
+    let reports = run.artist_reports().to_vec();
+    Ok((run.finish(), reports))
 }
 
 fn serve(port: u16, root: Option<PathBuf>) -> Result<()> {
@@ -293,6 +400,9 @@ fn main() -> ExitCode {
         Command::Eval { command: EvalCommand::World(args) } => eval_world(args),
         Command::Bench { command } => bench_cli::run(command),
         Command::Serve { port, root } => serve(port, root),
+        Command::Teach(args) => teach_cli::teach(args),
+        Command::Eval { command: EvalCommand::Lifelong(args) } => teach_cli::eval_lifelong(args),
+        Command::Concepts { command } => teach_cli::concepts(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

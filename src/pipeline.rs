@@ -4,6 +4,7 @@
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::lifelong::artist::{Artist, AttendOptions, StepReport};
 use crate::loader::LoadedModel;
 use crate::rng::Rng;
 use crate::scheduler::{self, SchedulerKind};
@@ -111,9 +112,24 @@ impl Pipeline {
         Ok(run.finish())
     }
 
+    /// [`Self::generate`] with the concept attention artist (src/lifelong/artist.rs) when `attend`
+    /// is given and the prompt names enough subjects; `None` is exactly [`Self::generate`].
+    pub fn generate_with(&self, options: &GenerateOptions, attend: Option<&AttendOptions>, progress: &mut dyn FnMut(StepProgress)) -> Result<Generation> {
+        let mut run = self.start_with(options, attend)?;
+        while let Some(step) = run.step()? {
+            progress(step);
+        }
+        Ok(run.finish())
+    }
+
     /// Starts a generation that the caller steps with [`Denoising::step`]: the browser awaits the
     /// GPU between steps (to time them and read previews), which a callback cannot do.
     pub fn start(&self, options: &GenerateOptions) -> Result<Denoising<'_>> {
+        self.start_with(options, None)
+    }
+
+    /// [`Self::start`] with the concept attention artist, as [`Self::generate_with`].
+    pub fn start_with(&self, options: &GenerateOptions, attend: Option<&AttendOptions>) -> Result<Denoising<'_>> {
         if options.prompt.trim().is_empty() {
             return Err(Error::InvalidInput("the prompt is empty; describe the image you want".into()));
         }
@@ -130,7 +146,22 @@ impl Pipeline {
         let mut rng = Rng::new(options.seed);
         let latents = self.initial_latents(options, &mut rng)?.mul_scalar(scheduler.init_noise_sigma());
         let timesteps = scheduler.timesteps().to_vec();
-        Ok(Denoising { pipeline: self, guidance: options.guidance, cfg, context, scheduler, rng, latents, timesteps, index: 0, warnings })
+        let artist = match attend {
+            Some(attend) => self.plan_artist(attend, &options.prompt, timesteps.len(), &context)?,
+            None => None,
+        };
+        Ok(Denoising { pipeline: self, guidance: options.guidance, cfg, context, scheduler, rng, latents, timesteps, index: 0, warnings, artist })
+    }
+
+    /// The artist for `prompt`, or `None` when it names too few subjects; `context` ends with the
+    /// prompt's own embedding (after the negative one under guidance).
+    fn plan_artist(&self, attend: &AttendOptions, prompt: &str, steps: usize, context: &Tensor<3>) -> Result<Option<ArtistRun>> {
+        let tokens = self.model.tokenizer.tokens(prompt)?;
+        let [_, h, w] = self.latent_shape();
+        let context_len = self.model.tokenizer.context_length();
+        let Some(artist) = Artist::plan(attend, &tokens, context_len, steps, &self.model.unet, [h, w])? else { return Ok(None) };
+        let b = context.dims()[0];
+        Ok(Some(ArtistRun { artist, cond: context.clone().narrow(0, b - 1, 1), reports: Vec::new() }))
     }
 
     /// Latents -> RGB in [0, 1]: `vae.decode(latents / scaling_factor)`, then `x/2 + 0.5`.
@@ -168,6 +199,14 @@ pub struct Denoising<'a> {
     timesteps: Vec<f64>,
     index: usize,
     warnings: Vec<String>,
+    artist: Option<ArtistRun>,
+}
+
+/// The artist of a generation in progress, the prompt's own text, and what it did so far.
+struct ArtistRun {
+    artist: Artist,
+    cond: Tensor<3>,
+    reports: Vec<StepReport>,
 }
 
 impl Denoising<'_> {
@@ -180,6 +219,7 @@ impl Denoising<'_> {
     pub fn step(&mut self) -> Result<Option<StepProgress<'_>>> {
         let Some(&t) = self.timesteps.get(self.index) else { return Ok(None) };
         let i = self.index;
+        self.run_artist(i, t)?;
         let latents = self.latents.clone();
         let input = if self.cfg { Tensor::cat(vec![latents.clone(), latents.clone()], 0) } else { latents.clone() };
         let input = self.scheduler.scale_model_input(input, i);
@@ -199,6 +239,34 @@ impl Denoising<'_> {
         self.latents = self.scheduler.step(guided, i, latents, noise)?;
         self.index += 1;
         Ok(Some(StepProgress { step: self.index, total: self.timesteps.len(), timestep: t, latents: &self.latents }))
+    }
+
+    /// What the concept attention artist did, one report per step it ran (empty without it).
+    pub fn artist_reports(&self) -> &[StepReport] {
+        self.artist.as_ref().map_or(&[], |run| run.reports.as_slice())
+    }
+
+    /// Whether the concept attention artist runs for this generation.
+    pub fn artist_active(&self) -> bool {
+        self.artist.is_some()
+    }
+
+    /// Edits the latents before step `i` when the artist runs there.
+    fn run_artist(&mut self, i: usize, t: f64) -> Result<()> {
+        let Some(run) = self.artist.as_mut().filter(|run| run.artist.active(i)) else { return Ok(()) };
+        // The scheduler's model-input scale at this step (1 for DDIM, 1/sqrt(sigma^2+1) for Euler).
+        let one = Tensor::<4>::ones([1, 1, 1, 1], &self.pipeline.device);
+        let scale = self.scheduler.scale_model_input(one, i).into_scalar::<f32>();
+        let unet = &self.pipeline.model.unet;
+        let (latents, report) = run.artist.alter(unet, self.latents.clone(), i, t as f32, scale, &run.cond)?;
+        self.latents = latents;
+        run.reports.push(report);
+        Ok(())
+    }
+
+    /// The final latents without decoding them (replay memory keeps latents, not images).
+    pub fn finish_latents(self) -> Tensor<4> {
+        self.latents
     }
 
     /// Decodes the final latents (call after the last step).

@@ -27,7 +27,7 @@ pub enum Target {
 }
 
 impl Target {
-    fn key(self) -> &'static str {
+    pub fn key(self) -> &'static str {
         match self {
             Target::ToK => "to_k",
             Target::ToV => "to_v",

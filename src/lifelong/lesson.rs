@@ -255,8 +255,8 @@ struct Elastic {
 
 impl Elastic {
     fn update(&mut self, concepts: &[Option<usize>], gap: &Tensor<1>, own: &Tensor<1>, options: &LessonOptions) -> Vec<f32> {
-        let gap: Vec<f32> = gap.to_data().to_vec::<f32>().unwrap_or_default();
-        let own: Vec<f32> = own.to_data().to_vec::<f32>().unwrap_or_default();
+        let gap: Vec<f32> = gap.to_data().try_to_vec::<f32>().unwrap_or_default();
+        let own: Vec<f32> = own.to_data().try_to_vec::<f32>().unwrap_or_default();
         for ((c, g), o) in concepts.iter().zip(&gap).zip(&own) {
             match self.stats.iter_mut().find(|s| s.0 == *c) {
                 Some(s) => {

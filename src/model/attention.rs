@@ -127,6 +127,44 @@ impl BasicTransformerBlock {
         let x = self.attn2.forward(self.norm2.forward(x.clone()), Some(context)) + x;
         self.ff.forward(self.norm3.forward(x.clone())) + x
     }
+
+    /// [`Self::forward`] that also returns attn2's head-averaged probabilities `[b, n, m]`
+    /// (the same ops; the maps come from `forward_controlled` with `export_probs`).
+    pub fn forward_with_map(&self, x: Tensor<3>, context: &Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
+        let control = AttentionControl { export_probs: true, ..Default::default() };
+        let (attn, probs) = self.attn2.forward_controlled(self.norm2.forward(x.clone()), Some(context), &control);
+        let x = attn + x;
+        let probs = probs.expect("export_probs returns the probabilities");
+        (self.ff.forward(self.norm3.forward(x.clone())) + x, probs)
+    }
+}
+
+/// Which cross-attention (attn2) maps a UNet forward collects: those whose query grid is one of
+/// `grids`. The default collects nothing, and the forward runs exactly the plain ops.
+#[derive(Debug, Clone, Default)]
+pub struct AttnHook {
+    pub grids: Vec<[usize; 2]>,
+}
+
+impl AttnHook {
+    /// Collect the maps of every attn2 whose query grid is in `grids`.
+    pub fn at(grids: &[[usize; 2]]) -> Self {
+        Self { grids: grids.to_vec() }
+    }
+
+    pub fn wants(&self, grid: [usize; 2]) -> bool {
+        self.grids.contains(&grid)
+    }
+}
+
+/// One attn2's head-averaged cross-attention probabilities.
+#[derive(Debug, Clone)]
+pub struct CrossMap {
+    /// `[b, h*w, m]`: query cell (row-major over `grid`) x text token; rows sum to 1.
+    pub probs: Tensor<3>,
+    /// The query grid `[h, w]`.
+    pub grid: [usize; 2],
 }
 
 /// `proj_in`/`proj_out`: 1x1 convolutions (SD-1) or linear layers (SD-2, `use_linear_projection`).
@@ -178,7 +216,14 @@ impl Transformer2DModel {
     /// # Shapes
     /// x: `[b, c, h, w]`, context: `[b, m, context_dim]` -> `[b, c, h, w]`
     pub fn forward(&self, x: Tensor<4>, context: &Tensor<3>) -> Tensor<4> {
+        self.forward_with_maps(x, context, &AttnHook::default(), &mut Vec::new())
+    }
+
+    /// [`Self::forward`] that appends each block's attn2 map to `maps` when `hook` wants this
+    /// grid; with nothing wanted it runs exactly the ops of the plain forward.
+    pub fn forward_with_maps(&self, x: Tensor<4>, context: &Tensor<3>, hook: &AttnHook, maps: &mut Vec<CrossMap>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
+        let export = hook.wants([h, w]);
         let normed = self.norm.forward(x.clone());
         let to_seq = |t: Tensor<4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
         let mut seq = match &self.proj_in {
@@ -186,7 +231,13 @@ impl Transformer2DModel {
             Projection::Linear(lin) => lin.forward(to_seq(normed)),
         };
         for block in &self.transformer_blocks {
-            seq = block.forward(seq, context);
+            seq = if export {
+                let (out, probs) = block.forward_with_map(seq, context);
+                maps.push(CrossMap { probs, grid: [h, w] });
+                out
+            } else {
+                block.forward(seq, context)
+            };
         }
         let to_map = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
         let out = match &self.proj_out {

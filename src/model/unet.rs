@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 
-use super::attention::TransformerSpec;
+use super::attention::{AttnHook, CrossMap, TransformerSpec};
 use super::embeddings::{timestep_embedding, TimestepEmbedding};
 use super::nn::{Conv2d, GroupNorm};
 use super::resnet::ResnetSpec;
@@ -97,7 +97,12 @@ impl UNet2DConditionModel {
     /// - returns `[b, out_channels, h, w]`
     pub fn forward(&self, sample: Tensor<4>, timestep: f32, context: &Tensor<3>) -> Tensor<4> {
         let [b, _, _, _] = sample.dims();
-        let t = timestep_embedding(&vec![timestep; b], self.time_dim, self.flip_sin_to_cos, self.freq_shift as f32, &sample.device());
+        self.forward_timesteps(sample, &vec![timestep; b], context)
+    }
+
+    /// [`Self::forward`] with one timestep per sample (training draws them independently).
+    pub fn forward_timesteps(&self, sample: Tensor<4>, timesteps: &[f32], context: &Tensor<3>) -> Tensor<4> {
+        let t = timestep_embedding(timesteps, self.time_dim, self.flip_sin_to_cos, self.freq_shift as f32, &sample.device());
         let temb = self.time_embedding.forward(t);
         let mut x = self.conv_in.forward(sample);
         let mut skips = vec![x.clone()];
@@ -109,5 +114,49 @@ impl UNet2DConditionModel {
             x = block.forward(x, &temb, context, &mut skips);
         }
         self.conv_out.forward(self.conv_norm_out.forward_silu(x))
+    }
+
+    /// [`Self::forward`] that also returns the cross-attention (attn2) maps of every transformer
+    /// block whose query grid `hook` wants, in UNet order (down, mid, up). Under autodiff the
+    /// attention's tensor-op twin runs, so the maps are differentiable w.r.t. `sample` (the
+    /// concept attention artist, src/lifelong/artist.rs, steers the latents with them).
+    ///
+    /// # Shapes
+    /// as [`Self::forward`]; each map's probs are `[b, h*w, 77]` for its grid `[h, w]`
+    pub fn forward_with_maps(&self, sample: Tensor<4>, timestep: f32, context: &Tensor<3>, hook: &AttnHook) -> (Tensor<4>, Vec<CrossMap>) {
+        let [b, _, _, _] = sample.dims();
+        let t = timestep_embedding(&vec![timestep; b], self.time_dim, self.flip_sin_to_cos, self.freq_shift as f32, &sample.device());
+        let temb = self.time_embedding.forward(t);
+        let mut maps = Vec::new();
+        let mut x = self.conv_in.forward(sample);
+        let mut skips = vec![x.clone()];
+        for block in &self.down_blocks {
+            x = block.forward_with_maps(x, &temb, context, &mut skips, hook, &mut maps);
+        }
+        x = self.mid_block.forward_with_maps(x, &temb, context, hook, &mut maps);
+        for block in &self.up_blocks {
+            x = block.forward_with_maps(x, &temb, context, &mut skips, hook, &mut maps);
+        }
+        (self.conv_out.forward(self.conv_norm_out.forward_silu(x)), maps)
+    }
+
+    /// The query grids `[h, w]` of the cross-attention layers for a latent of `[h, w]`, finest
+    /// first, each once (diffusers' Downsample2D: stride 2, padding 1, so `ceil(h / 2)` per
+    /// level; the mid block sits at the coarsest level).
+    pub fn attention_grids(&self, latent: [usize; 2]) -> Vec<[usize; 2]> {
+        let levels = self.down_blocks.len();
+        let grid = |level: usize| (0..level).fold(latent, |g, _| [g[0].div_ceil(2), g[1].div_ceil(2)]);
+        let mut out = Vec::new();
+        for (level, block) in self.down_blocks.iter().enumerate() {
+            let up = self.up_blocks.get(levels - 1 - level).is_some_and(|u| !u.attentions.is_empty());
+            if !block.attentions.is_empty() || up {
+                out.push(grid(level));
+            }
+        }
+        let mid = grid(levels.saturating_sub(1));
+        if !self.mid_block.attentions.is_empty() && !out.contains(&mid) {
+            out.push(mid);
+        }
+        out
     }
 }

@@ -4,7 +4,7 @@
 
 use burn::prelude::*;
 
-use super::attention::{Transformer2DModel, TransformerSpec};
+use super::attention::{AttnHook, CrossMap, Transformer2DModel, TransformerSpec};
 use super::resnet::{Downsample2D, ResnetBlock2D, ResnetSpec, Upsample2D};
 use crate::error::Result;
 use crate::weights::VarBuilder;
@@ -54,11 +54,24 @@ impl DownBlock {
     }
 
     /// Returns the block output and appends every intermediate state to `skips`.
-    pub fn forward(&self, mut x: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>, skips: &mut Vec<Tensor<4>>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>, skips: &mut Vec<Tensor<4>>) -> Tensor<4> {
+        self.forward_with_maps(x, temb, context, skips, &AttnHook::default(), &mut Vec::new())
+    }
+
+    /// [`Self::forward`] collecting the attn2 maps `hook` wants into `maps`.
+    pub fn forward_with_maps(
+        &self,
+        mut x: Tensor<4>,
+        temb: &Tensor<2>,
+        context: &Tensor<3>,
+        skips: &mut Vec<Tensor<4>>,
+        hook: &AttnHook,
+        maps: &mut Vec<CrossMap>,
+    ) -> Tensor<4> {
         for (i, resnet) in self.resnets.iter().enumerate() {
             x = resnet.forward(x, Some(temb));
             if let Some(attn) = self.attentions.get(i) {
-                x = attn.forward(x, context);
+                x = attn.forward_with_maps(x, context, hook, maps);
             }
             skips.push(x.clone());
         }
@@ -85,9 +98,14 @@ impl MidBlock {
     }
 
     pub fn forward(&self, x: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>) -> Tensor<4> {
+        self.forward_with_maps(x, temb, context, &AttnHook::default(), &mut Vec::new())
+    }
+
+    /// [`Self::forward`] collecting the attn2 maps `hook` wants into `maps`.
+    pub fn forward_with_maps(&self, x: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>, hook: &AttnHook, maps: &mut Vec<CrossMap>) -> Tensor<4> {
         let mut x = self.resnets[0].forward(x, Some(temb));
         for (attn, resnet) in self.attentions.iter().zip(&self.resnets[1..]) {
-            x = resnet.forward(attn.forward(x, context), Some(temb));
+            x = resnet.forward(attn.forward_with_maps(x, context, hook, maps), Some(temb));
         }
         x
     }
@@ -117,12 +135,25 @@ impl UpBlock {
     }
 
     /// Consumes this block's skips from the end of `skips`; upsamples to the next skip's size.
-    pub fn forward(&self, mut x: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>, skips: &mut Vec<Tensor<4>>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>, skips: &mut Vec<Tensor<4>>) -> Tensor<4> {
+        self.forward_with_maps(x, temb, context, skips, &AttnHook::default(), &mut Vec::new())
+    }
+
+    /// [`Self::forward`] collecting the attn2 maps `hook` wants into `maps`.
+    pub fn forward_with_maps(
+        &self,
+        mut x: Tensor<4>,
+        temb: &Tensor<2>,
+        context: &Tensor<3>,
+        skips: &mut Vec<Tensor<4>>,
+        hook: &AttnHook,
+        maps: &mut Vec<CrossMap>,
+    ) -> Tensor<4> {
         for (i, resnet) in self.resnets.iter().enumerate() {
             let skip = skips.pop().expect("UNet down path pushes one skip per up resnet");
             x = resnet.forward(Tensor::cat(vec![x, skip], 1), Some(temb));
             if let Some(attn) = self.attentions.get(i) {
-                x = attn.forward(x, context);
+                x = attn.forward_with_maps(x, context, hook, maps);
             }
         }
         if let Some(up) = &self.upsampler {

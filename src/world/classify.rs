@@ -45,6 +45,19 @@ pub(crate) fn classify(coverage: &[f32]) -> (Shape, f32) {
     best
 }
 
+/// The best soft IoU (over the same blurs as `classify`) of a canvas-sized coverage map with a
+/// template given pixel by pixel as `template(col, row)`: the lifelong evaluation's novel shapes
+/// (`concepts`) are matched exactly as the world's own shapes are.
+pub(crate) fn match_template(coverage: &[f32], template: &dyn Fn(usize, usize) -> f32) -> f32 {
+    if coverage.len() != SIZE * SIZE || coverage.iter().all(|&a| a <= 0.0) {
+        return 0.0;
+    }
+    let window = Window::around(coverage);
+    let observed = window.cut(coverage);
+    let sharp: Vec<f32> = (0..window.h).flat_map(|r| (0..window.w).map(move |c| (window.c0 + c, window.r0 + r))).map(|(col, row)| template(col, row)).collect();
+    BLURS.iter().map(|&sigma| soft_iou(&observed, &window.blur(&sharp, sigma))).fold(0.0, f32::max)
+}
+
 /// A rectangle of the canvas: columns `c0..c0 + w`, rows `r0..r0 + h`.
 struct Window {
     c0: usize,

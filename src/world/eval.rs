@@ -4,6 +4,7 @@
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::lifelong::artist::AttendOptions;
 use crate::pipeline::{image_to_rgb8, GenerateOptions, Pipeline};
 
 use super::caption::prompt_at;
@@ -24,6 +25,11 @@ pub struct EvalOptions {
     /// Score the model's VAE instead of its generator: render a scene matching each prompt, encode
     /// and decode it, and score the result. This is the ceiling any generation can reach.
     pub reconstruct: bool,
+    /// Run the concept attention artist (src/lifelong/artist.rs) on prompts with two or more
+    /// subjects; `None`: plain generation.
+    pub attend: Option<AttendOptions>,
+    /// Which categories to run, in [`CATEGORIES`] order; empty: all four.
+    pub categories: Vec<(SceneKind, Split)>,
 }
 
 /// One row of the report.
@@ -35,6 +41,8 @@ pub struct CategoryResult {
     /// Two-object prompts: both objects with the right colour and shape.
     pub both_objects_right: usize,
     pub n: usize,
+    /// Prompts the concept attention artist edited (0 without `attend`).
+    pub attended: usize,
 }
 
 impl CategoryResult {
@@ -56,7 +64,7 @@ impl CategoryResult {
         if self.kind == SceneKind::Pair {
             map.insert("both_objects".into(), serde_json::json!(self.both_objects_right as f32 / self.n.max(1) as f32));
         }
-        serde_json::json!({ "category": self.name(), "n": self.n, "rates": map })
+        serde_json::json!({ "category": self.name(), "n": self.n, "attended": self.attended, "rates": map })
     }
 }
 
@@ -73,10 +81,11 @@ pub fn evaluate(pipeline: &Pipeline, options: &EvalOptions, progress: &mut dyn F
             pipeline.image_size()
         )));
     }
-    let total = options.n * CATEGORIES.len();
+    let categories: Vec<_> = CATEGORIES.iter().copied().filter(|c| options.categories.is_empty() || options.categories.contains(c)).collect();
+    let total = options.n * categories.len();
     let mut results = Vec::new();
-    for (c, &(kind, split)) in CATEGORIES.iter().enumerate() {
-        let mut result = CategoryResult { kind, split, tally: Tally::default(), both_objects_right: 0, n: options.n };
+    for (c, &(kind, split)) in categories.iter().enumerate() {
+        let mut result = CategoryResult { kind, split, tally: Tally::default(), both_objects_right: 0, n: options.n, attended: 0 };
         for i in 0..options.n {
             let prompt = prompt_at(options.seed, i as u64, split, kind);
             let image = if options.reconstruct {
@@ -90,7 +99,10 @@ pub fn evaluate(pipeline: &Pipeline, options: &EvalOptions, progress: &mut dyn F
                     seed: options.seed.wrapping_add(i as u64),
                     ..Default::default()
                 };
-                pipeline.generate(&generate, &mut |_| {})?.image
+                let mut run = pipeline.start_with(&generate, options.attend.as_ref())?;
+                result.attended += usize::from(run.artist_active());
+                while run.step()?.is_some() {}
+                run.finish().image
             };
             let verdict = check(&image_to_rgb8(&image)?, &prompt.spec)?;
             result.both_objects_right += usize::from(verdict.color && verdict.shape);

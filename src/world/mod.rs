@@ -1,12 +1,16 @@
 //! The procedural shapes world of `../shared/world.md`, the built-in model's training data and its
 //! judge: seeded scene sampling (`sample`), exact rendering to 64 x 64 RGB (`render`), captions and
 //! their parser (`caption`, `parse`), the held-out pairs and combinations (`heldout`), an analytic
-//! scorer that reads a scene back from an image (`score`), and dataset export (`dataset`).
+//! scorer that reads a scene back from an image (`score`), and dataset export (`dataset`). The
+//! lifelong evaluation's novel concepts (new outlines and patterns the world never draws), their
+//! teaching images and their identification live in `concepts`.
 //!
 //! Everything is deterministic from a `u64` seed and free of I/O except `dataset::export`.
 
 pub mod caption;
 mod classify;
+pub mod concepts;
+mod concepts_score;
 pub mod dataset;
 pub mod eval;
 pub mod heldout;

@@ -88,7 +88,7 @@ const OFF_PALETTE: f32 = 40.0;
 /// covered by the palette colour whose mix with the background explains it best (or is explained
 /// by none). Half-covered, not merely different: a blur bridges the 2 px gap between two objects
 /// with faint mixes, and those must not join the objects into one blob.
-fn is_foreground(p: [f32; 3], bg: [f32; 3]) -> bool {
+pub(crate) fn is_foreground(p: [f32; 3], bg: [f32; 3]) -> bool {
     if distance(p, bg) <= FOREGROUND_DISTANCE {
         return false;
     }
@@ -98,8 +98,17 @@ fn is_foreground(p: [f32; 3], bg: [f32; 3]) -> bool {
 
 /// 8-connected components of the foreground, largest first, speckles dropped.
 pub(crate) fn blobs(rgb: &[u8], bg: [f32; 3]) -> Vec<Vec<usize>> {
+    let foreground: Vec<bool> = (0..SIZE * SIZE).map(|i| is_foreground(pixel(rgb, i), bg)).collect();
+    components(&foreground)
+}
+
+/// 8-connected components of a canvas-sized foreground mask, largest first, speckles dropped
+/// (apart from `blobs` so that the concepts scorer can widen the foreground rule).
+pub(crate) fn components(foreground: &[bool]) -> Vec<Vec<usize>> {
     let n = SIZE * SIZE;
-    let foreground: Vec<bool> = (0..n).map(|i| is_foreground(pixel(rgb, i), bg)).collect();
+    if foreground.len() != n {
+        return Vec::new();
+    }
     let mut seen = vec![false; n];
     let mut out = Vec::new();
     for start in 0..n {

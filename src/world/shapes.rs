@@ -93,8 +93,8 @@ fn rect(x: f32, y: f32, hx: f32, hy: f32) -> f32 {
 }
 
 /// Exact signed distance to a simple polygon: the nearest edge gives the distance, the crossing
-/// parity the sign.
-fn polygon(v: &[[f32; 2]], x: f32, y: f32) -> f32 {
+/// parity the sign. Crate-visible for the lifelong evaluation's novel shapes (`concepts`).
+pub(crate) fn polygon(v: &[[f32; 2]], x: f32, y: f32) -> f32 {
     let mut best = f32::INFINITY;
     let mut inside = false;
     let mut j = v.len() - 1;

@@ -1,0 +1,195 @@
+//! `eval lifelong`: teach the built-in model the shapes world's novel concepts one after another
+//! and measure, with the analytic scorer, what each method keeps (issue 5's table).
+//!
+//! Per method: concept identification right after each lesson and after the last (forgetting is
+//! the drop), two-concept prompts with both concepts present and apart, colour binding on
+//! two-object world prompts, and lesson times. Native only (it times lessons).
+
+use std::time::Instant;
+
+use burn::prelude::*;
+
+use super::adapter::AdapterConfig;
+use super::artist::AttendOptions;
+use super::learner::{Learner, MemoryOptions, Method, Picture};
+use super::lesson::LessonOptions;
+use crate::error::{Error, Result};
+use crate::loader::LoadedModel;
+use crate::pipeline::{image_to_rgb8, GenerateOptions, Pipeline};
+use crate::world::concepts::{best_concept, novel_concepts, teaching_images, two_concepts_present_apart, NovelConcept};
+use crate::world::{check, prompt_at, Place, Relation, SceneKind, Size, Split};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LifelongEvalOptions {
+    pub concepts: usize,
+    pub images: usize,
+    pub lesson: LessonOptions,
+    pub memory: MemoryOptions,
+    /// Identification prompts per concept (after its lesson, and again after the last).
+    pub probes: usize,
+    /// Two-concept prompts and two-object colour-binding prompts.
+    pub pairs: usize,
+    pub steps: usize,
+    pub guidance: f32,
+    pub seed: u64,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    pub name: String,
+    /// Identification rate of each concept right after its lesson.
+    pub after: Vec<f32>,
+    /// ... and after the last lesson.
+    pub last: Vec<f32>,
+    pub two_concepts: f32,
+    pub binding: f32,
+    pub lesson_seconds: Vec<f32>,
+}
+
+impl Row {
+    pub fn mean(v: &[f32]) -> f32 {
+        if v.is_empty() { 0.0 } else { v.iter().sum::<f32>() / v.len() as f32 }
+    }
+
+    /// Mean drop from right-after to after-the-last, in points.
+    pub fn forgetting(&self) -> f32 {
+        100.0 * (Self::mean(&self.after) - Self::mean(&self.last))
+    }
+}
+
+/// How generation runs for a row: the concept attention artist, and its binding (OA) term.
+#[derive(Debug, Clone, Copy)]
+pub struct Generation {
+    pub attend: bool,
+    pub bind: bool,
+}
+
+fn attend_options(g: Generation) -> Option<AttendOptions> {
+    g.attend.then(|| {
+        let mut o = AttendOptions::default();
+        if !g.bind {
+            o.bind_weight = 0.0;
+        }
+        o
+    })
+}
+
+fn picture(rgb: &[u8], device: &Device) -> Tensor<4> {
+    let n = crate::world::SIZE;
+    let values: Vec<f32> = rgb.iter().map(|&v| f32::from(v) / 255.0).collect();
+    Tensor::<3>::from_data(TensorData::new(values, [n, n, 3]), device).permute([2, 0, 1]).unsqueeze_dim::<4>(0)
+}
+
+fn generate_rgb(pipeline: &Pipeline, prompt: &str, seed: u64, options: &LifelongEvalOptions, attend: Option<&AttendOptions>) -> Result<Vec<u8>> {
+    let opts = GenerateOptions { prompt: prompt.into(), steps: options.steps, guidance: options.guidance, seed, ..Default::default() };
+    let mut run = pipeline.start_with(&opts, attend)?;
+    while run.step()?.is_some() {}
+    image_to_rgb8(&run.finish().image)
+}
+
+/// Identification rate of `concept` over `options.probes` prompts naming it at varied places.
+fn identify_rate(pipeline: &Pipeline, concept: &NovelConcept, all: &[NovelConcept], options: &LifelongEvalOptions, salt: u64) -> Result<f32> {
+    let mut hits = 0;
+    for i in 0..options.probes {
+        let place = Place::ALL[i % Place::ALL.len()];
+        let size = Size::ALL[i % 2];
+        let prompt = format!("a {} {} {}", size.name(), concept.token(), place.phrase());
+        let rgb = generate_rgb(pipeline, &prompt, options.seed ^ salt.wrapping_add(i as u64), options, None)?;
+        hits += usize::from(best_concept(&rgb, all) == Some(concept.name));
+    }
+    Ok(hits as f32 / options.probes.max(1) as f32)
+}
+
+/// Two-concept prompts "a <a> to the left of a <b>" over consecutive taught pairs.
+fn two_concept_rate(pipeline: &Pipeline, taught: &[NovelConcept], options: &LifelongEvalOptions, attend: Option<&AttendOptions>) -> Result<f32> {
+    if taught.len() < 2 {
+        return Ok(0.0);
+    }
+    let mut hits = 0;
+    for i in 0..options.pairs {
+        let (a, b) = (&taught[i % taught.len()], &taught[(i + 1 + i / taught.len()) % taught.len()]);
+        let relation = Relation::ALL[i % Relation::ALL.len()];
+        let prompt = format!("a {} {} a {}", a.token(), relation.phrase(), b.token());
+        let rgb = generate_rgb(pipeline, &prompt, options.seed.wrapping_add(1000 + i as u64), options, attend)?;
+        hits += usize::from(two_concepts_present_apart(&rgb, a, b));
+    }
+    Ok(hits as f32 / options.pairs.max(1) as f32)
+}
+
+/// Colour binding: two-object world prompts whose both objects come out in their own colours.
+fn binding_rate(pipeline: &Pipeline, options: &LifelongEvalOptions, attend: Option<&AttendOptions>) -> Result<f32> {
+    let mut hits = 0;
+    for i in 0..options.pairs {
+        let prompt = prompt_at(options.seed.wrapping_add(77), i as u64, Split::Train, SceneKind::Pair);
+        let rgb = generate_rgb(pipeline, &prompt.caption, options.seed.wrapping_add(2000 + i as u64), options, attend)?;
+        hits += usize::from(check(&rgb, &prompt.spec)?.color);
+    }
+    Ok(hits as f32 / options.pairs.max(1) as f32)
+}
+
+/// Teaches the concepts in order with `method`, then scores each generation variant; one row per
+/// variant (`names[i]` for `variants[i]`). `progress` gets one line per lesson.
+pub fn run_method(
+    base: &LoadedModel,
+    trained: &LoadedModel,
+    device: &Device,
+    method: Method,
+    variants: &[(String, Generation)],
+    options: &LifelongEvalOptions,
+    progress: &mut dyn FnMut(String),
+) -> Result<Vec<Row>> {
+    let all = novel_concepts();
+    if options.concepts < 2 || options.concepts > all.len() {
+        return Err(Error::InvalidInput(format!("eval lifelong teaches 2 to {} concepts", all.len())));
+    }
+    let taught: Vec<NovelConcept> = all[..options.concepts].to_vec();
+    let mut learner = Learner::new(base.clone(), device.clone(), trained.clone(), AdapterConfig::default())?;
+    if matches!(method, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd) {
+        let prompts: Vec<String> = (0..6).map(|i| prompt_at(7, i, Split::Train, if i % 2 == 0 { SceneKind::Single } else { SceneKind::Pair }).caption).collect();
+        learner.remember_base(&prompts, &options.memory, options.seed)?;
+    }
+    let (mut after, mut seconds) = (Vec::new(), Vec::new());
+    for (k, concept) in taught.iter().enumerate() {
+        let pictures: Vec<Picture> = teaching_images(concept, options.images, options.seed)
+            .into_iter()
+            .map(|(rgb, words)| Picture { image: picture(&rgb, device), words: Some(words.prompt(concept).replace(&concept.token(), "{}")) })
+            .collect();
+        let started = Instant::now();
+        let lesson = LessonOptions { seed: options.seed.wrapping_add(k as u64), ..options.lesson.clone() };
+        let report = learner.lesson(concept.name, &pictures, method, &lesson, &options.memory, &mut |_| {})?;
+        seconds.push(started.elapsed().as_secs_f32());
+        let rate = identify_rate(&learner.pipeline()?, concept, &all, options, 100 * k as u64)?;
+        progress(format!("{method:?} lesson {} <{}>: loss {:.4} -> {:.4}, {:.0} s, identified {:.0}%", k + 1, concept.name, report.first_loss, report.last_loss, seconds[k], 100.0 * rate));
+        after.push(rate);
+    }
+    let pipeline = learner.pipeline()?;
+    let last = taught.iter().enumerate().map(|(k, c)| identify_rate(&pipeline, c, &all, options, 5000 + 100 * k as u64)).collect::<Result<Vec<_>>>()?;
+    let mut rows = Vec::new();
+    for (name, g) in variants {
+        let attend = attend_options(*g);
+        let two = two_concept_rate(&pipeline, &taught, options, attend.as_ref())?;
+        let binding = binding_rate(&pipeline, options, attend.as_ref())?;
+        rows.push(Row { name: name.clone(), after: after.clone(), last: last.clone(), two_concepts: two, binding, lesson_seconds: seconds.clone() });
+    }
+    Ok(rows)
+}
+
+/// The table: one line per row, percentages.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = format!("{:<22}{:>10}{:>10}{:>12}{:>10}{:>10}{:>12}\n", "method", "after", "last", "forgetting", "2-concept", "binding", "s/lesson");
+    for r in rows {
+        out.push_str(&format!(
+            "{:<22}{:>9.1}%{:>9.1}%{:>11.1}p{:>9.1}%{:>9.1}%{:>12.1}\n",
+            r.name,
+            100.0 * Row::mean(&r.after),
+            100.0 * Row::mean(&r.last),
+            r.forgetting(),
+            100.0 * r.two_concepts,
+            100.0 * r.binding,
+            Row::mean(&r.lesson_seconds)
+        ));
+    }
+    out
+}

@@ -1,0 +1,284 @@
+//! The lifelong learner: a base model, the adapter state and the memories, and what a lesson does
+//! end to end (encode images, train, rebuild memory). No I/O: callers load and save through a
+//! store (src/native_store.rs natively, IndexedDB in the browser).
+
+use burn::prelude::*;
+
+use super::adapter::{Adapter, AdapterConfig};
+use super::lesson::{accumulate_fisher, teach, Example, LessonOptions, LessonProgress, LessonReport, Protection, Replay, Trainer};
+use super::memory::{bank_score, features, Memory, MemoryItem};
+use super::store::{concept_token, validate_concept_name};
+use crate::error::{Error, Result};
+use crate::loader::LoadedModel;
+use crate::pipeline::{GenerateOptions, Pipeline};
+
+/// How a lesson protects what was learned before: L2DM and its ablations, and the baselines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Replay (TAME) + elastic distillation (ECD) into the shared adapter.
+    L2dm,
+    /// L2DM without TAME's replay loss (distillation still sees memory prompts).
+    L2dmNoTame,
+    /// L2DM without ECD.
+    L2dmNoEcd,
+    /// The shared adapter trained on each lesson alone: no protection.
+    Finetune,
+    /// Elastic weight consolidation (Kirkpatrick et al. 2017) on the shared adapter.
+    Ewc,
+    /// A fresh LoRA per concept, merged by summing the updates (Custom Diffusion's merge).
+    LoraMerge,
+}
+
+impl Method {
+    fn protection(self) -> Protection {
+        let (replay, distill) = match self {
+            Method::L2dm => (true, true),
+            Method::L2dmNoTame => (false, true),
+            Method::L2dmNoEcd => (true, false),
+            Method::Finetune | Method::Ewc | Method::LoraMerge => (false, false),
+        };
+        Protection { replay, distill, ewc: if self == Method::Ewc { 5e4 } else { 0.0 } }
+    }
+
+    fn keeps_memory(self) -> bool {
+        matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd)
+    }
+}
+
+/// One teaching image: RGB in [0, 1] at the model's resolution `[1, 3, H, W]`, and optional
+/// words: appended to "a <name>", or a template where `{}` stands for the token.
+#[derive(Debug, Clone)]
+pub struct Picture {
+    pub image: Tensor<4>,
+    pub words: Option<String>,
+}
+
+/// Settings of memory building after a lesson.
+#[derive(Debug, Clone)]
+pub struct MemoryOptions {
+    /// Samples kept per concept.
+    pub keep: usize,
+    /// Candidates generated for the new concept (the best `keep` stay).
+    pub candidates: usize,
+    /// Candidates regenerated per earlier concept at each lesson (rainbow refresh).
+    pub refresh: usize,
+    pub steps: usize,
+    pub guidance: f32,
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        Self { keep: 4, candidates: 6, refresh: 1, steps: 20, guidance: 7.5 }
+    }
+}
+
+/// Builds the prompt of a picture.
+pub fn picture_prompt(token: &str, words: Option<&str>) -> String {
+    match words.map(str::trim).filter(|w| !w.is_empty()) {
+        Some(w) if w.contains("{}") => w.replace("{}", token),
+        Some(w) => format!("a {token} {w}"),
+        None => format!("a {token}"),
+    }
+}
+
+/// Base model (for generation, on a plain device), trainer (same model on an autodiff device),
+/// the adapter and the memories.
+pub struct Learner {
+    pub base: LoadedModel,
+    pub device: Device,
+    pub trainer: Trainer,
+    pub adapter: Adapter,
+    pub memories: Vec<Memory>,
+}
+
+impl Learner {
+    /// A learner with an empty adapter. `base` and `trained` are the same model loaded on
+    /// `device` and on `device.autodiff()`.
+    pub fn new(base: LoadedModel, device: Device, trained: LoadedModel, config: AdapterConfig) -> Result<Self> {
+        let ad = device.clone().autodiff();
+        let mut trainer = Trainer::new(trained, ad.clone())?;
+        let adapter = Adapter::new(&mut trainer.model.unet, config, 0, &ad)?;
+        Ok(Self { base, device, trainer, adapter, memories: Vec::new() })
+    }
+
+    /// A generation pipeline with the current state installed.
+    pub fn pipeline(&self) -> Result<Pipeline> {
+        let mut model = self.base.clone();
+        self.adapter.install(&mut model)?;
+        Ok(Pipeline::new(model, self.device.clone()))
+    }
+
+    /// Teaches concept `name` from `pictures`; on return the adapter and memories hold the new
+    /// state (the caller saves it as a new version, or drops the learner to keep the old one).
+    pub fn lesson(
+        &mut self,
+        name: &str,
+        pictures: &[Picture],
+        method: Method,
+        options: &LessonOptions,
+        memory: &MemoryOptions,
+        progress: &mut dyn FnMut(LessonProgress),
+    ) -> Result<LessonReport> {
+        validate_concept_name(name).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        if pictures.is_empty() {
+            return Err(Error::InvalidInput("a lesson needs at least one picture (3-5 work best)".into()));
+        }
+        let token = concept_token(name);
+        let token_id = self.trainer.model.tokenizer.add_token(&token)?;
+        let new = self.examples(&token, pictures)?;
+        let replay = self.replay();
+        let teacher = (!replay.is_empty()).then(|| self.adapter.frozen(&self.trainer.device));
+        let init = self.init_embedding();
+        let options = LessonOptions { protection: method.protection(), ..options.clone() };
+        let report = if method == Method::LoraMerge {
+            self.lesson_merged(name, &token, token_id, init, &new, &options, progress)?
+        } else {
+            self.adapter.add_concept(name, &token, token_id, init)?;
+            let mut student = self.adapter.trainable(&self.trainer.device);
+            let report = teach(&self.trainer, &mut student, teacher.as_ref(), &new, &replay, &options, progress)?;
+            self.adapter = student;
+            report
+        };
+        if method == Method::Ewc {
+            accumulate_fisher(&self.trainer, &mut self.adapter, &new, 8, options.seed ^ 0xF15)?;
+        }
+        if method.keeps_memory() {
+            self.remember(name, &token, &new, memory, options.seed)?;
+        }
+        Ok(report)
+    }
+
+    /// Custom-Diffusion-style: a fresh rank-r LoRA learns the concept alone, then is appended to
+    /// the shared one (the merged update is the sum of both), growing the rank.
+    #[allow(clippy::too_many_arguments)]
+    fn lesson_merged(
+        &mut self,
+        name: &str,
+        token: &str,
+        token_id: i64,
+        init: Tensor<2>,
+        new: &[Example],
+        options: &LessonOptions,
+        progress: &mut dyn FnMut(LessonProgress),
+    ) -> Result<LessonReport> {
+        let ad = self.trainer.device.clone();
+        let mut fresh = Adapter::new(&mut self.trainer.model.unet, self.adapter.config.clone(), options.seed, &ad)?;
+        fresh.add_concept(name, token, token_id, init)?;
+        let report = teach(&self.trainer, &mut fresh, None, new, &[], options, progress)?;
+        let old = self.adapter.frozen(&ad);
+        let fresh = fresh.frozen(&ad);
+        let merged_down = old.down.iter().zip(&fresh.down).map(|(a, b)| Tensor::cat(vec![a.clone(), b.clone()], 1)).collect();
+        let merged_up = old.up.iter().zip(&fresh.up).map(|(a, b)| Tensor::cat(vec![a.clone(), b.clone()], 0)).collect();
+        let mut merged = Adapter { down: merged_down, up: merged_up, ..old };
+        // Each part keeps its own alpha / r scale: fold the scale into `up` before growing r.
+        merged.config.rank += fresh.config.rank;
+        merged.up = merged.up.into_iter().map(|u| u.mul_scalar(self.adapter.config.scale() / merged.config.scale())).collect();
+        merged.add_concept(name, token, token_id, fresh.embeddings[0].clone())?;
+        self.adapter = merged.trainable(&ad);
+        Ok(report)
+    }
+
+    fn examples(&self, token: &str, pictures: &[Picture]) -> Result<Vec<Example>> {
+        let vae = &self.trainer.model;
+        let [h, w] = Pipeline::new(self.base.clone(), self.device.clone()).image_size();
+        pictures
+            .iter()
+            .map(|p| {
+                let [b, c, ph, pw] = p.image.dims();
+                if b != 1 || c != 3 || ph != h || pw != w {
+                    return Err(Error::InvalidInput(format!("teaching images must be RGB {h}x{w} after resizing, got {:?}", p.image.dims())));
+                }
+                let image = Tensor::from_data(p.image.to_data(), &self.trainer.device);
+                let latents = encode_latents(vae, image).detach();
+                Ok(Example { latents, prompt: picture_prompt(token, p.words.as_deref()) })
+            })
+            .collect()
+    }
+
+    fn replay(&self) -> Vec<Replay> {
+        let mut out = Vec::new();
+        for memory in &self.memories {
+            let concept = match &memory.concept {
+                Some(name) => match self.adapter.concepts.iter().position(|c| &c.name == name) {
+                    Some(i) => Some(i),
+                    None => continue,
+                },
+                None => None,
+            };
+            for item in &memory.items {
+                let latents = Tensor::from_data(item.latents.to_data(), &self.trainer.device);
+                out.push(Replay { concept, example: super::lesson::Example { latents, prompt: item.prompt.clone() } });
+            }
+        }
+        out
+    }
+
+    /// The mean token embedding, rescaled to the mean row norm: a neutral start.
+    fn init_embedding(&self) -> Tensor<2> {
+        let table = self.trainer.model.text_encoder.token_embedding.val().detach();
+        let rows = self.trainer.model.tokenizer.vocab_size().min(table.dims()[0]).max(1);
+        let table = table.narrow(0, 0, rows);
+        let mean = table.clone().mean_dim(0);
+        let norm = table.square().sum_dim(1).sqrt().mean().into_scalar::<f32>();
+        let mean_norm = mean.clone().square().sum().sqrt().into_scalar::<f32>().max(1e-6);
+        mean.mul_scalar(norm / mean_norm)
+    }
+}
+
+/// `vae.encode(2x - 1).mean * scaling_factor` (as [`Pipeline::encode`]).
+fn encode_latents(model: &LoadedModel, image: Tensor<4>) -> Tensor<4> {
+    let cfg = &model.vae_config;
+    let mut z = model.vae.encode(image.mul_scalar(2.0).sub_scalar(1.0)).mean;
+    if let Some(shift) = cfg.shift_factor {
+        z = z.sub_scalar(shift);
+    }
+    z.mul_scalar(cfg.scaling_factor)
+}
+
+impl Learner {
+    /// TAME after a lesson: the new concept's long-term bank from the lesson latents, its
+    /// short-term memory from generated candidates that best match the bank, and a rainbow
+    /// refresh of every earlier memory with the new state.
+    fn remember(&mut self, name: &str, token: &str, new: &[Example], options: &MemoryOptions, seed: u64) -> Result<()> {
+        let bank = new.iter().map(|e| features(&e.latents)).collect::<Result<Vec<_>>>()?;
+        let pipeline = self.pipeline()?;
+        let prompts: Vec<String> = new.iter().map(|e| e.prompt.clone()).chain(std::iter::once(picture_prompt(token, None))).collect();
+        let candidates = generate(&pipeline, &prompts, options.candidates, options, &bank, seed)?;
+        let mut memory = Memory { concept: Some(name.into()), items: Vec::new(), bank };
+        memory.refresh(candidates, options.keep);
+        for old in self.memories.iter_mut().filter(|m| m.concept.is_some()) {
+            let prompts: Vec<String> = old.items.iter().map(|i| i.prompt.clone()).collect();
+            let fresh = generate(&pipeline, &prompts, options.refresh, options, &old.bank, seed.wrapping_add(17))?;
+            old.refresh(fresh, options.keep);
+        }
+        self.memories.retain(|m| m.concept.as_deref() != Some(name));
+        self.memories.push(memory);
+        Ok(())
+    }
+
+    /// Adds base-model memory (prompts without concepts, generated by the base model), which
+    /// distillation and replay use to keep plain prompts as they were.
+    pub fn remember_base(&mut self, prompts: &[String], options: &MemoryOptions, seed: u64) -> Result<()> {
+        let pipeline = Pipeline::new(self.base.clone(), self.device.clone());
+        let items = generate(&pipeline, prompts, prompts.len(), options, &[], seed)?;
+        self.memories.retain(|m| m.concept.is_some());
+        self.memories.push(Memory { concept: None, items, bank: Vec::new() });
+        Ok(())
+    }
+}
+
+/// Generates `n` samples cycling through `prompts`, scored against `bank`.
+fn generate(pipeline: &Pipeline, prompts: &[String], n: usize, options: &MemoryOptions, bank: &[Vec<f32>], seed: u64) -> Result<Vec<MemoryItem>> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n.min(prompts.len().max(1) * 8) {
+        let Some(prompt) = prompts.get(i % prompts.len().max(1)) else { break };
+        let opts = GenerateOptions { prompt: prompt.clone(), steps: options.steps, guidance: options.guidance, seed: seed.wrapping_mul(31).wrapping_add(i as u64), ..Default::default() };
+        let mut run = pipeline.start(&opts)?;
+        while run.step()?.is_some() {}
+        let latents = run.finish_latents();
+        let score = if bank.is_empty() { 0.0 } else { bank_score(&features(&latents)?, bank) };
+        out.push(MemoryItem { prompt: prompt.clone(), latents, score });
+    }
+    Ok(out)
+}

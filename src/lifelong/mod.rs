@@ -1,0 +1,14 @@
+//! Lifelong concept learning (L2DM, Sun et al. 2023): a shared low-rank adapter plus one token
+//! embedding per concept, taught one lesson at a time without forgetting earlier concepts.
+
+pub mod adam;
+pub mod adapter;
+pub mod artist;
+pub mod store;
+pub mod lesson;
+pub mod learner;
+pub mod memory;
+pub mod state;
+pub mod images;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod eval;

@@ -1,0 +1,120 @@
+//! The learner's state <-> the store's blobs: PEFT-named LoRA tensors, concept embeddings and
+//! memories. The LoRA scale `alpha / r` is folded into `lora_B` on save (saved with alpha = r),
+//! so a file reads the same in PEFT with `lora_alpha = r`.
+
+use burn::prelude::*;
+
+use super::adapter::{cross_attentions, Adapter, AdapterConfig, Concept, Target};
+use super::learner::Learner;
+use super::memory::Memory;
+use super::store::{embedding_concept, embedding_name, ConceptEntry, NamedTensor, StateBlobs};
+use crate::error::{Error, Result};
+
+fn to_named(name: String, t: &Tensor<2>, transpose: bool) -> Result<NamedTensor> {
+    let t = if transpose { t.clone().transpose() } else { t.clone() };
+    let shape = t.dims().to_vec();
+    let data = t.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("{name}: {e:?}")))?;
+    Ok(NamedTensor::new(name, shape, data))
+}
+
+fn from_named(t: &NamedTensor, device: &Device) -> Result<Tensor<2>> {
+    let shape: [usize; 2] = match t.shape.as_slice() {
+        [a, b] => [*a, *b],
+        [a] => [1, *a],
+        other => return Err(Error::InvalidInput(format!("tensor `{}` has shape {other:?}; expected a matrix or a vector", t.name))),
+    };
+    if t.data.len() != shape[0] * shape[1] {
+        return Err(Error::InvalidInput(format!("tensor `{}` holds {} values for shape {shape:?}", t.name, t.data.len())));
+    }
+    Ok(Tensor::from_data(TensorData::new(t.data.clone(), shape), device))
+}
+
+/// The adapter and memories as store blobs, and the concept entries (`added_in` from `versions`,
+/// the version that first taught each concept, or `next` for new ones).
+pub fn save(learner: &Learner, previous: &[ConceptEntry], next: u32) -> Result<(Vec<ConceptEntry>, StateBlobs)> {
+    let a = &learner.adapter;
+    let scale = a.config.scale() as f32;
+    let mut adapter = Vec::new();
+    for (i, site) in a.sites.iter().enumerate() {
+        adapter.push(to_named(format!("{site}.lora_A.weight"), &a.down[i], true)?);
+        adapter.push(to_named(format!("{site}.lora_B.weight"), &a.up[i].clone().mul_scalar(scale), true)?);
+    }
+    for (c, e) in a.concepts.iter().zip(&a.embeddings) {
+        let mut t = to_named(embedding_name(&c.name), e, false)?;
+        t.shape = vec![t.data.len()];
+        adapter.push(t);
+    }
+    let memories = learner.memories.iter().map(Memory::to_blob).collect::<Result<Vec<_>>>()?;
+    let concepts = a
+        .concepts
+        .iter()
+        .map(|c| {
+            let old = previous.iter().find(|p| p.name == c.name);
+            ConceptEntry {
+                name: c.name.clone(),
+                token: c.token.clone(),
+                token_id: c.token_id,
+                added_in: old.map_or(next, |p| p.added_in),
+                meta: old.map_or(serde_json::Value::Null, |p| p.meta.clone()),
+            }
+        })
+        .collect();
+    Ok((concepts, StateBlobs { adapter, memories }))
+}
+
+/// Loads a saved state into `learner` (whose adapter must be fresh for the same base model).
+pub fn load(learner: &mut Learner, concepts: &[ConceptEntry], blobs: &StateBlobs) -> Result<()> {
+    let device = learner.trainer.device.clone();
+    let find = |name: &str| blobs.adapter.iter().find(|t| t.name == name);
+    let sites = learner.adapter.sites.clone();
+    let rank = match sites.first().and_then(|s| find(&format!("{s}.lora_A.weight"))) {
+        Some(t) => t.shape.first().copied().unwrap_or(0),
+        None => return Ok(()), // an empty state: nothing taught yet
+    };
+    let targets = learner.adapter.config.targets.clone();
+    let mut adapter = Adapter { config: AdapterConfig { rank, alpha: rank as f32, targets }, ..learner.adapter.clone() };
+    check_sites(&mut learner.trainer.model.unet, &adapter, blobs)?;
+    for (i, site) in sites.iter().enumerate() {
+        let a = find(&format!("{site}.lora_A.weight")).ok_or_else(|| missing(site))?;
+        let b = find(&format!("{site}.lora_B.weight")).ok_or_else(|| missing(site))?;
+        let (down, up) = (from_named(a, &device)?.transpose(), from_named(b, &device)?.transpose());
+        if down.dims()[0] != adapter.down[i].dims()[0] || up.dims()[1] != adapter.up[i].dims()[1] || down.dims()[1] != rank || up.dims()[0] != rank {
+            return Err(Error::InvalidInput(format!("LoRA `{site}` has shapes {:?}/{:?} that do not fit this model", a.shape, b.shape)));
+        }
+        adapter.down[i] = down.require_grad();
+        adapter.up[i] = up.require_grad();
+    }
+    adapter.concepts.clear();
+    adapter.embeddings.clear();
+    for entry in concepts {
+        let t = find(&embedding_name(&entry.name)).ok_or_else(|| Error::InvalidInput(format!("the store lacks the embedding of concept `{}`; restore an earlier version", entry.name)))?;
+        let id = learner.trainer.model.tokenizer.add_token(&entry.token)?;
+        adapter.embeddings.push(from_named(t, &device)?.require_grad());
+        adapter.concepts.push(Concept { name: entry.name.clone(), token: entry.token.clone(), token_id: id });
+    }
+    if let Some(orphan) = blobs.adapter.iter().filter_map(|t| embedding_concept(&t.name)).find(|n| !concepts.iter().any(|c| c.name == *n)) {
+        return Err(Error::InvalidInput(format!("the store holds an embedding for `{orphan}` that its manifest does not list; it is inconsistent")));
+    }
+    learner.adapter = adapter;
+    learner.memories = blobs.memories.iter().map(|m| Memory::from_blob(m, &learner.device)).collect::<Result<_>>()?;
+    Ok(())
+}
+
+fn missing(site: &str) -> Error {
+    Error::InvalidInput(format!("the store lacks the LoRA of `{site}`; it was made for another base model or is damaged"))
+}
+
+/// Every LoRA in the blobs must belong to a site of this model with a known target.
+fn check_sites(unet: &mut crate::model::unet::UNet2DConditionModel, adapter: &Adapter, blobs: &StateBlobs) -> Result<()> {
+    let known: Vec<String> = cross_attentions(unet)
+        .into_iter()
+        .flat_map(|(p, _)| [Target::ToK, Target::ToV, Target::ToQ, Target::ToOut].map(|t| format!("{p}.{}", t.key())))
+        .collect();
+    for t in &blobs.adapter {
+        let Some(site) = t.name.strip_suffix(".lora_A.weight").or_else(|| t.name.strip_suffix(".lora_B.weight")) else { continue };
+        if !known.iter().any(|k| k == site) || !adapter.sites.iter().any(|s| s == site) {
+            return Err(Error::InvalidInput(format!("the store has a LoRA for `{site}`, which this model's adapter does not have")));
+        }
+    }
+    Ok(())
+}

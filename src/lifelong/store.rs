@@ -1,0 +1,359 @@
+//! The concept store's schema: one JSON manifest plus safetensors blobs, the same for the native
+//! folder store (`src/native_store.rs`) and the browser's IndexedDB store (`src/web`). Pure data and
+//! encode/decode: the edges do the I/O, so this module builds for wasm32 too.
+//!
+//! Layout, paths relative to the store root:
+//! - `manifest.json`: [`Manifest`] (model id, versions, which one is current);
+//! - `v{N}/adapter.safetensors`: the shared adapter (PEFT names, `...to_k.lora_A.weight`) and the
+//!   concept embeddings (`text_encoder.concepts.<name>.embedding`, shape `[dim]`);
+//! - `v{N}/memory/{i}.safetensors`: replay memory `i` (latents, features), its concept and prompts
+//!   in `__metadata__`.
+//!
+//! A change is planned as a [`PendingVersion`] whose files all live under a new `v{N}/`; the edge
+//! writes them, and only then makes the version current with [`Manifest::switch_to`] and writes the
+//! manifest. The manifest is the single switch, so a crash at any point leaves the previous version.
+
+mod codec;
+#[cfg(test)]
+mod tests;
+
+pub use codec::{adapter_path, decode_version, encode_version, export_file, fnv64_hex, import_file, memory_path, Imported, ShapeCheck};
+
+use serde::{Deserialize, Serialize};
+
+/// `format` of every manifest.
+pub const FORMAT: &str = "lifelong-diffusion-store";
+/// Manifest schema this build reads and writes.
+pub const SCHEMA: u32 = 1;
+/// `format` in the `__metadata__` of an exported file.
+pub const EXPORT_FORMAT: &str = "lifelong-diffusion-concepts";
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Versions kept besides the current one; older ones may be deleted after a switch.
+pub const KEEP_PREVIOUS: usize = 4;
+pub const MAX_NAME_LEN: usize = 48;
+
+/// One tensor, row-major f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl NamedTensor {
+    pub fn new(name: impl Into<String>, shape: Vec<usize>, data: Vec<f32>) -> Self {
+        NamedTensor { name: name.into(), shape, data }
+    }
+}
+
+/// A concept the model knows, addressed in prompts by `token`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConceptEntry {
+    pub name: String,
+    /// `<name>`, see [`concept_token`].
+    pub token: String,
+    pub token_id: i64,
+    /// The version whose lesson taught it.
+    pub added_in: u32,
+    #[serde(default)]
+    pub meta: serde_json::Value,
+}
+
+/// The replay memory of one concept: prompts and tensors (latents, feature bank).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConceptMemory {
+    pub concept: String,
+    pub prompts: Vec<String>,
+    pub tensors: Vec<NamedTensor>,
+}
+
+/// The name for one memory.
+pub type MemoryItem = ConceptMemory;
+
+/// The payload of one version. Decoded tensors come back sorted by name.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StateBlobs {
+    pub adapter: Vec<NamedTensor>,
+    pub memories: Vec<ConceptMemory>,
+}
+
+/// One blob of a version, with what it must hash to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    pub bytes: u64,
+    /// FNV-1a 64 of the bytes, 16 lowercase hex digits.
+    pub fnv64: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionEntry {
+    pub version: u32,
+    pub parent: Option<u32>,
+    /// Milliseconds since the Unix epoch (the edge knows the clock).
+    pub created_ms: f64,
+    /// What made it: "teach <cat>", "remove <cat>", "import".
+    pub note: String,
+    pub concepts: Vec<ConceptEntry>,
+    pub files: Vec<FileEntry>,
+    /// Free-form lesson record (method, steps, losses, ...).
+    #[serde(default)]
+    pub lesson: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub schema: u32,
+    pub model_id: String,
+    pub current: Option<u32>,
+    pub versions: Vec<VersionEntry>,
+}
+
+/// A version planned but not yet current: write `files`, then [`Manifest::switch_to`] `entry`.
+#[derive(Debug, Clone)]
+pub struct PendingVersion {
+    pub entry: VersionEntry,
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// What can go wrong in the store; every message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("concept name {name:?} {reason}; use 1-48 characters of a-z, 0-9, '_' or '-' (for example `my_cat`)")]
+    InvalidName { name: String, reason: &'static str },
+    #[error("concept `{0}` appears twice; give each concept its own name")]
+    DuplicateConcept(String),
+    #[error("no concept `{name}` in version {version}; `concepts list` shows the names")]
+    UnknownConcept { name: String, version: u32 },
+    #[error("no version {version} in the store (kept: {available:?}); pick one of those")]
+    UnknownVersion { version: u32, available: Vec<u32> },
+    #[error("the store is empty; teach or import a concept first")]
+    Empty,
+    #[error("{file}: {reason}; the store's manifest is damaged, restore it from a backup or start a new store folder")]
+    Manifest { file: String, reason: String },
+    #[error("{file}: made for model `{found}`, but this store is for model `{expected}`; use it with `{found}` or a store folder of its own")]
+    ModelMismatch { file: String, expected: String, found: String },
+    #[error("{file}: listed in the manifest but missing; restore another version (`concepts restore`)")]
+    FileMissing { file: String },
+    #[error("{file}: {found} bytes where the manifest records {expected}; the file is truncated or corrupt, restore another version (`concepts restore`)")]
+    FileSize { file: String, expected: u64, found: u64 },
+    #[error("{file}: checksum {found} does not match the manifest's {expected}; the file is corrupt, restore another version (`concepts restore`)")]
+    Checksum { file: String, expected: String, found: String },
+    #[error("{file}: not a valid safetensors file ({reason}); the file is truncated or corrupt, export it again")]
+    Safetensors { file: String, reason: String },
+    #[error("{file}: not a lifelong-diffusion concept file (format {found:?}); export one with `concepts export`")]
+    Format { file: String, found: String },
+    #[error("{file}: schema {found:?}, this build reads schema {supported}; update lifelong-diffusion")]
+    Schema { file: String, found: String, supported: u32 },
+    #[error("{file}: tensor `{name}` has dtype {dtype}; only F32 and F16 are accepted, export the file again")]
+    Dtype { file: String, name: String, dtype: String },
+    #[error("{file}: tensor `{name}`: {reason}; the data is corrupt or from a diverged lesson, nothing was saved")]
+    BadTensor { file: String, name: String, reason: String },
+    #[error("{file}: tensor `{name}` is missing; the file was made for a different adapter configuration")]
+    MissingTensor { file: String, name: String },
+    #[error("{file}: unexpected tensor `{name}`; the file was made for a different adapter configuration")]
+    UnexpectedTensor { file: String, name: String },
+    #[error("{file}: tensor `{name}` has shape {found:?} but this model needs {expected:?}; the file was made for a different adapter configuration")]
+    ShapeMismatch { file: String, name: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("cannot read {path}: {source}; check the folder's permissions")]
+    Read { path: String, source: std::io::Error },
+    #[error("cannot write {path}: {source}; nothing was changed, the store stays at its previous version")]
+    Write { path: String, source: std::io::Error },
+    #[error("disk full while writing {path}; nothing was changed, the store stays at its previous version: free some space and try again")]
+    DiskFull { path: String },
+}
+
+/// Checks a concept name: 1-48 characters of `[a-z0-9_-]`.
+pub fn validate_concept_name(name: &str) -> Result<(), StoreError> {
+    let bad = |reason| Err(StoreError::InvalidName { name: name.to_string(), reason });
+    if name.is_empty() {
+        return bad("is empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad("is longer than 48 characters");
+    }
+    if name.chars().any(|c| c.is_ascii_uppercase()) {
+        return bad("has upper-case letters");
+    }
+    if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
+        return bad("has characters other than a-z, 0-9, '_' and '-'");
+    }
+    Ok(())
+}
+
+/// The prompt token of a concept: `<name>`.
+pub fn concept_token(name: &str) -> String {
+    format!("<{name}>")
+}
+
+/// The adapter tensor holding a concept's token embedding.
+pub fn embedding_name(concept: &str) -> String {
+    format!("text_encoder.concepts.{concept}.embedding")
+}
+
+/// The concept whose embedding `tensor` is, if it is one.
+pub fn embedding_concept(tensor: &str) -> Option<&str> {
+    tensor.strip_prefix("text_encoder.concepts.")?.strip_suffix(".embedding")
+}
+
+/// The folder holding version `v`'s blobs.
+pub fn version_dir(v: u32) -> String {
+    format!("v{v}")
+}
+
+fn check_concepts(concepts: &[ConceptEntry]) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::new();
+    for c in concepts {
+        validate_concept_name(&c.name)?;
+        if !seen.insert(c.name.as_str()) {
+            return Err(StoreError::DuplicateConcept(c.name.clone()));
+        }
+    }
+    Ok(())
+}
+
+impl Manifest {
+    /// An empty store for `model_id`.
+    pub fn new(model_id: &str) -> Self {
+        Manifest { format: FORMAT.into(), schema: SCHEMA, model_id: model_id.into(), current: None, versions: vec![] }
+    }
+
+    /// Parses and checks a manifest; `file` names it in errors.
+    pub fn from_json(bytes: &[u8], file: &str) -> Result<Self, StoreError> {
+        let bad = |reason: String| StoreError::Manifest { file: file.into(), reason };
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| bad(format!("not a valid manifest: {e}")))?;
+        if m.format != FORMAT {
+            return Err(StoreError::Format { file: file.into(), found: m.format });
+        }
+        if m.schema != SCHEMA {
+            return Err(StoreError::Schema { file: file.into(), found: m.schema.to_string(), supported: SCHEMA });
+        }
+        if let Some(c) = m.current {
+            if m.entry(c).is_err() {
+                return Err(bad(format!("current version {c} is not listed")));
+            }
+        }
+        Ok(m)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain data (strings, numbers, JSON values) cannot fail.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// Refuses a store made for another model.
+    pub fn check_model(&self, model_id: &str, file: &str) -> Result<(), StoreError> {
+        if self.model_id == model_id {
+            return Ok(());
+        }
+        Err(StoreError::ModelMismatch { file: file.into(), expected: model_id.into(), found: self.model_id.clone() })
+    }
+
+    pub fn available(&self) -> Vec<u32> {
+        self.versions.iter().map(|v| v.version).collect()
+    }
+
+    pub fn entry(&self, version: u32) -> Result<&VersionEntry, StoreError> {
+        self.versions
+            .iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| StoreError::UnknownVersion { version, available: self.available() })
+    }
+
+    /// The current version, `Err(Empty)` before the first commit.
+    pub fn current_entry(&self) -> Result<&VersionEntry, StoreError> {
+        self.entry(self.current.ok_or(StoreError::Empty)?)
+    }
+
+    /// Versions only grow, so a number is never reused for different contents.
+    pub fn next_version(&self) -> u32 {
+        self.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1
+    }
+
+    /// Plans a new version holding `blobs`, child of the current one. `concepts` must name every
+    /// concept whose memory or embedding `blobs` holds.
+    pub fn plan_new_version(
+        &self,
+        note: &str,
+        concepts: Vec<ConceptEntry>,
+        blobs: &StateBlobs,
+        lesson: serde_json::Value,
+        created_ms: f64,
+    ) -> Result<PendingVersion, StoreError> {
+        check_concepts(&concepts)?;
+        let version = self.next_version();
+        let files = encode_version(version, &concepts, blobs)?;
+        let entries = files.iter().map(|(path, bytes)| file_entry(path, bytes)).collect();
+        let entry = VersionEntry {
+            version,
+            parent: self.current,
+            created_ms,
+            note: note.into(),
+            concepts,
+            files: entries,
+            lesson,
+        };
+        Ok(PendingVersion { entry, files })
+    }
+
+    /// Plans a version without `concept`: its entry, embedding and memories go; the shared adapter stays.
+    /// `current` is the current version's payload.
+    pub fn plan_remove(&self, concept: &str, current: &StateBlobs, created_ms: f64) -> Result<PendingVersion, StoreError> {
+        let entry = self.current_entry()?;
+        if !entry.concepts.iter().any(|c| c.name == concept) {
+            return Err(StoreError::UnknownConcept { name: concept.into(), version: entry.version });
+        }
+        let concepts = entry.concepts.iter().filter(|c| c.name != concept).cloned().collect();
+        let embedding = embedding_name(concept);
+        let blobs = StateBlobs {
+            adapter: current.adapter.iter().filter(|t| t.name != embedding).cloned().collect(),
+            memories: current.memories.iter().filter(|m| m.concept != concept).cloned().collect(),
+        };
+        let lesson = serde_json::json!({ "removed": concept, "from": entry.version });
+        self.plan_new_version(&format!("remove {}", concept_token(concept)), concepts, &blobs, lesson, created_ms)
+    }
+
+    /// Makes `version` current again. Only the pointer moves: the edge should decode the version
+    /// first, so that a damaged version is never made current.
+    pub fn restore(&mut self, version: u32) -> Result<(), StoreError> {
+        self.entry(version)?;
+        self.current = Some(version);
+        Ok(())
+    }
+
+    /// Adds a written version and makes it current; returns the version folders (`v{N}`) that the
+    /// retention rule drops, to delete only after the manifest is saved.
+    pub fn switch_to(&mut self, entry: VersionEntry) -> Vec<String> {
+        let version = entry.version;
+        self.versions.retain(|v| v.version != version);
+        self.versions.push(entry);
+        self.versions.sort_by_key(|v| v.version);
+        self.current = Some(version);
+        self.prune()
+    }
+
+    /// Retention: the current version plus the [`KEEP_PREVIOUS`] newest others.
+    fn prune(&mut self) -> Vec<String> {
+        let current = self.current;
+        let mut others: Vec<u32> = self.available().into_iter().filter(|&v| Some(v) != current).collect();
+        others.sort_unstable_by(|a, b| b.cmp(a));
+        let dropped: Vec<u32> = others.into_iter().skip(KEEP_PREVIOUS).collect();
+        self.versions.retain(|v| !dropped.contains(&v.version));
+        dropped.into_iter().map(version_dir).collect()
+    }
+
+    /// Whether a top-level folder name is a version folder the manifest does not reference (left by
+    /// a crash before the switch, or by a failed deletion), so it may be deleted.
+    pub fn is_stale_dir(&self, name: &str) -> bool {
+        let number = name.strip_prefix('v').filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        match number.and_then(|n| n.parse::<u32>().ok()) {
+            Some(v) => self.entry(v).is_err(),
+            None => false,
+        }
+    }
+}
+
+pub(crate) fn file_entry(path: &str, bytes: &[u8]) -> FileEntry {
+    FileEntry { path: path.into(), bytes: bytes.len() as u64, fnv64: fnv64_hex(bytes) }
+}

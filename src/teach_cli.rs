@@ -1,0 +1,339 @@
+//! `lifelong-diffusion teach` and `concepts`: argument parsing, image files, the store folder and
+//! progress around `lifelong_diffusion::lifelong` (the learning lives in the library).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use lifelong_diffusion::lifelong::adapter::AdapterConfig;
+use lifelong_diffusion::lifelong::images::fit_rgb8;
+use lifelong_diffusion::lifelong::learner::{Learner, MemoryOptions, Method, Picture};
+use lifelong_diffusion::lifelong::lesson::LessonOptions;
+use lifelong_diffusion::lifelong::state;
+use lifelong_diffusion::native::{self, Backend, Folder};
+use lifelong_diffusion::native_store::{default_store_dir, FolderStore};
+use lifelong_diffusion::pipeline::Pipeline;
+use lifelong_diffusion::world::{prompt_at, SceneKind, Split};
+use lifelong_diffusion::{loader, Error, Result};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum MethodArg {
+    L2dm,
+    Finetune,
+    Ewc,
+    LoraMerge,
+}
+
+impl MethodArg {
+    fn method(self) -> Method {
+        match self {
+            MethodArg::L2dm => Method::L2dm,
+            MethodArg::Finetune => Method::Finetune,
+            MethodArg::Ewc => Method::Ewc,
+            MethodArg::LoraMerge => Method::LoraMerge,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct TeachArgs {
+    /// The concept's name (a-z, 0-9, '_', '-'); prompts address it as `<name>`.
+    #[arg(long)]
+    pub name: String,
+    /// 3-5 pictures of it (PNG, JPEG or WebP, any size: centre-cropped and resized).
+    #[arg(long, num_args = 1.., required = true)]
+    pub images: Vec<PathBuf>,
+    /// Words for the pictures' prompts: one for all, or one per picture ("on the left", or a
+    /// template such as "a large {} on a night background").
+    #[arg(long)]
+    pub words: Vec<String>,
+    /// The concept store; default: the user's data folder.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[arg(long, default_value_t = 150)]
+    pub steps: usize,
+    #[arg(long, value_enum, default_value = "l2dm")]
+    pub method: MethodArg,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu (default for lessons) or wgpu.
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+}
+
+#[derive(Subcommand)]
+pub enum ConceptsCommand {
+    /// The store's concepts and versions.
+    List(StoreArgs),
+    /// A new version without the concept.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Make an earlier version current again.
+    Restore {
+        version: u32,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Write the current (or --version) state as one portable file.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        version: Option<u32>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Import an exported file as a new version (checked against the model).
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct StoreArgs {
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+/// `--model`, else the built-in model folder.
+pub fn model_dir(model: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = model {
+        return Ok(dir);
+    }
+    let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/builtin");
+    if builtin.join("model_index.json").exists() {
+        return Ok(builtin);
+    }
+    Err(Error::InvalidInput("no model given and no built-in model found; pass --model DIR (a diffusers pipeline folder)".into()))
+}
+
+/// A store belongs to one base model: its id is the folder's name plus an FNV-1a hash of its
+/// configs and of each weights file's size, head and tail (cheap even for multi-GB checkpoints).
+pub fn model_id(dir: &Path) -> Result<String> {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    for part in ["unet", "text_encoder", "vae"] {
+        let folder = dir.join(part);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&folder).map_err(|source| Error::Read { path: folder.clone(), source })?.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "json" || e == "safetensors")) {
+            let bytes = std::fs::read(file).map_err(|source| Error::Read { path: file.clone(), source })?;
+            feed(&(bytes.len() as u64).to_le_bytes());
+            feed(&bytes[..bytes.len().min(65536)]);
+            feed(&bytes[bytes.len().saturating_sub(65536)..]);
+        }
+    }
+    let name = dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
+    Ok(format!("{name}-{hash:016x}"))
+}
+
+fn open_store(store: Option<PathBuf>, model: &Path) -> Result<FolderStore> {
+    let dir = match store {
+        Some(d) => d,
+        None => default_store_dir()?,
+    };
+    FolderStore::open(dir, &model_id(model)?)
+}
+
+/// Decodes an image file (PNG, JPEG, WebP) to RGB8.
+fn read_picture(path: &Path, size: usize, device: &burn::prelude::Device) -> Result<burn::prelude::Tensor<4>> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Read { path: path.into(), source })?;
+    let image = image::load_from_memory(&bytes)
+        .map_err(|e| Error::InvalidInput(format!("{}: not a PNG, JPEG or WebP image this program can read ({e})", path.display())))?
+        .to_rgb8();
+    let (w, h) = image.dimensions();
+    fit_rgb8(image.as_raw(), w as usize, h as usize, size, device)
+}
+
+/// Loads the learner for `model_dir` with the store's current state.
+pub fn open_learner(model_dir: &Path, store: &FolderStore, backend: Backend) -> Result<Learner> {
+    let (device, _) = native::open_device(Some(backend))?;
+    let base = loader::load(&Folder(model_dir.into()), &device)?;
+    let trained = loader::load(&Folder(model_dir.into()), &device.clone().autodiff())?;
+    let mut learner = Learner::new(base, device, trained, AdapterConfig::default())?;
+    if store.manifest().current.is_some() {
+        let (entry, blobs) = store.load(None)?;
+        state::load(&mut learner, &entry.concepts, &blobs)?;
+    }
+    Ok(learner)
+}
+
+/// Prompts whose base-model samples protect plain prompts: shapes-world captions for the built-in
+/// model (its whole language), a few generic ones otherwise.
+fn base_prompts(model_dir: &Path) -> Vec<String> {
+    if model_dir.ends_with("models/builtin") {
+        (0..6).map(|i| prompt_at(7, i, Split::Train, if i % 2 == 0 { SceneKind::Single } else { SceneKind::Pair }).caption).collect()
+    } else {
+        ["a photo of a dog", "a landscape with mountains", "a red car on a street", "a bowl of fruit on a table"].map(String::from).to_vec()
+    }
+}
+
+pub fn teach(args: TeachArgs) -> Result<()> {
+    let started = Instant::now();
+    let model_dir = model_dir(args.model)?;
+    let mut store = open_store(args.store, &model_dir)?;
+    let backend = if args.backend == "wgpu" { Backend::Wgpu } else { Backend::Cpu };
+    let mut learner = open_learner(&model_dir, &store, backend)?;
+    let [size, _] = Pipeline::new(learner.base.clone(), learner.device.clone()).image_size();
+    if args.words.len() > 1 && args.words.len() != args.images.len() {
+        return Err(Error::InvalidInput(format!("give one --words for all pictures or one per picture ({} pictures, {} --words)", args.images.len(), args.words.len())));
+    }
+    let pictures = args
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, path)| Ok(Picture { image: read_picture(path, size, &learner.device)?, words: args.words.get(i).or(args.words.first()).cloned() }))
+        .collect::<Result<Vec<_>>>()?;
+    let method = args.method.method();
+    let memory = MemoryOptions::default();
+    if matches!(method, Method::L2dm) && !learner.memories.iter().any(|m| m.concept.is_none()) {
+        eprintln!("generating base-model memory (once per store)...");
+        learner.remember_base(&base_prompts(&model_dir), &memory, args.seed)?;
+    }
+    let options = LessonOptions { steps: args.steps, seed: args.seed, ..LessonOptions::default() };
+    let bar = ProgressBar::new(args.steps as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} loss {msg} [{elapsed_precise} < {eta}]").expect("static template"));
+    let report = learner.lesson(&args.name, &pictures, method, &options, &memory, &mut |p| {
+        bar.set_position(p.step as u64);
+        bar.set_message(format!("{:.4}", p.loss));
+    })?;
+    bar.finish_and_clear();
+    let previous = store.manifest().current_entry().map(|e| e.concepts.clone()).unwrap_or_default();
+    let (concepts, blobs) = state::save(&learner, &previous, store.manifest().next_version())?;
+    let lesson = serde_json::json!({
+        "concept": args.name, "method": method, "steps": report.steps, "first_loss": report.first_loss,
+        "last_loss": report.last_loss, "seconds": started.elapsed().as_secs_f64(), "images": args.images.len(),
+    });
+    let version = store.commit(&format!("teach <{}>", args.name), concepts, &blobs, lesson)?;
+    eprintln!(
+        "taught <{}> in {:.1} s (loss {:.4} -> {:.4}); store {} is at version {version}",
+        args.name,
+        started.elapsed().as_secs_f64(),
+        report.first_loss,
+        report.last_loss,
+        store.dir().display()
+    );
+    Ok(())
+}
+
+pub fn concepts(command: ConceptsCommand) -> Result<()> {
+    match command {
+        ConceptsCommand::List(s) => {
+            let store = open_store(s.store, &model_dir(s.model)?)?;
+            let m = store.manifest();
+            println!("store {} (model {}), current version {:?}", store.dir().display(), m.model_id, m.current);
+            for v in &m.versions {
+                let names: Vec<&str> = v.concepts.iter().map(|c| c.token.as_str()).collect();
+                let bytes: u64 = v.files.iter().map(|f| f.bytes).sum();
+                println!("  v{}{}: {} [{}] {} KB", v.version, if Some(v.version) == m.current { " (current)" } else { "" }, v.note, names.join(" "), bytes / 1024);
+            }
+        }
+        ConceptsCommand::Remove { name, store } => {
+            let mut s = open_store(store.store, &model_dir(store.model)?)?;
+            let v = s.remove(&name)?;
+            eprintln!("removed <{name}>: version {v}");
+        }
+        ConceptsCommand::Restore { version, store } => {
+            let mut s = open_store(store.store, &model_dir(store.model)?)?;
+            s.restore(version)?;
+            eprintln!("version {version} is current again");
+        }
+        ConceptsCommand::Export { out, version, store } => {
+            let s = open_store(store.store, &model_dir(store.model)?)?;
+            s.export(version, &out)?;
+            eprintln!("wrote {}", out.display());
+        }
+        ConceptsCommand::Import { file, store } => {
+            let mut s = open_store(store.store, &model_dir(store.model)?)?;
+            let v = s.import(&file)?;
+            eprintln!("imported {}: version {v}", file.display());
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct EvalLifelongArgs {
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Concepts taught in sequence (2-10; the table uses 8).
+    #[arg(long, default_value_t = 8)]
+    pub concepts: usize,
+    #[arg(long, default_value_t = 4)]
+    pub images: usize,
+    /// Training steps per lesson.
+    #[arg(long, default_value_t = 150)]
+    pub lesson_steps: usize,
+    /// Identification prompts per concept.
+    #[arg(long, default_value_t = 8)]
+    pub probes: usize,
+    /// Two-concept and two-object prompts.
+    #[arg(long, default_value_t = 16)]
+    pub pairs: usize,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Comma-separated rows: l2dm, finetune, ewc, lora-merge, no-tame, no-ecd (no-caa and no-oa
+    /// come with l2dm).
+    #[arg(long, default_value = "finetune,ewc,lora-merge,l2dm,no-tame,no-ecd")]
+    pub methods: String,
+}
+
+pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
+    use lifelong_diffusion::lifelong::eval::{run_method, table, Generation, LifelongEvalOptions};
+    let model_dir = model_dir(args.model)?;
+    let (device, _) = native::open_device(Some(Backend::Cpu))?;
+    let base = loader::load(&Folder(model_dir.clone()), &device)?;
+    let trained = loader::load(&Folder(model_dir), &device.clone().autodiff())?;
+    let options = LifelongEvalOptions {
+        concepts: args.concepts,
+        images: args.images,
+        lesson: LessonOptions { steps: args.lesson_steps, ..LessonOptions::default() },
+        memory: MemoryOptions::default(),
+        probes: args.probes,
+        pairs: args.pairs,
+        steps: args.steps,
+        guidance: args.guidance,
+        seed: args.seed,
+    };
+    let full = Generation { attend: true, bind: true };
+    let mut rows = Vec::new();
+    for name in args.methods.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (method, variants) = match name {
+            "l2dm" => (Method::L2dm, vec![
+                ("l2dm".to_string(), full),
+                ("l2dm w/o caa".to_string(), Generation { attend: false, bind: false }),
+                ("l2dm w/o oa".to_string(), Generation { attend: true, bind: false }),
+            ]),
+            "finetune" => (Method::Finetune, vec![(name.to_string(), full)]),
+            "ewc" => (Method::Ewc, vec![(name.to_string(), full)]),
+            "lora-merge" => (Method::LoraMerge, vec![(name.to_string(), full)]),
+            "no-tame" => (Method::L2dmNoTame, vec![("l2dm w/o tame".to_string(), full)]),
+            "no-ecd" => (Method::L2dmNoEcd, vec![("l2dm w/o ecd".to_string(), full)]),
+            other => return Err(Error::InvalidInput(format!("unknown method `{other}`; use l2dm, finetune, ewc, lora-merge, no-tame, no-ecd"))),
+        };
+        rows.extend(run_method(&base, &trained, &device, method, &variants, &options, &mut |line| eprintln!("{line}"))?);
+        eprint!("{}", table(&rows));
+    }
+    print!("{}", table(&rows));
+    println!("{}", serde_json::json!({ "eval": "lifelong", "concepts": args.concepts, "lesson_steps": args.lesson_steps, "probes": args.probes, "pairs": args.pairs, "rows": rows }));
+    Ok(())
+}
