@@ -228,6 +228,10 @@ struct GenerateArgs {
     /// Also save the final latents (tensor `final_latents`, before VAE scaling and decoding).
     #[arg(long)]
     out_latents: Option<PathBuf>,
+    /// The concept store whose concepts prompts may use (`<name>`); default: the user's store, when
+    /// it exists and belongs to this model.
+    #[arg(long)]
+    store: Option<PathBuf>,
     /// Compute backend; default: wgpu when a GPU adapter exists, else cpu.
     #[arg(long, value_enum)]
     backend: Option<BackendArg>,
@@ -322,7 +326,10 @@ fn generate(args: GenerateArgs) -> Result<()> {
     }
     let scheduler = args.scheduler.as_deref().map(str::parse::<SchedulerKind>).transpose()?;
     let backend = args.backend.map(BackendArg::backend);
-    let (pipeline, backend) = open_pipeline(args.model, backend)?;
+    let (mut pipeline, backend) = open_pipeline(args.model.clone(), backend)?;
+    for note in teach_cli::apply_store(&mut pipeline, args.store.clone(), args.model.clone())? {
+        eprintln!("{note}");
+    }
     let device = pipeline.device.clone();
     let init_latents = args.init_latents.as_deref().map(|p| native::read_tensor4(p, "init_latents", &device)).transpose()?;
     let options = GenerateOptions {

@@ -295,6 +295,20 @@ pub struct EvalLifelongArgs {
     /// come with l2dm).
     #[arg(long, default_value = "finetune,ewc,lora-merge,l2dm,no-tame,no-ecd")]
     pub methods: String,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 4)]
+    pub rank: usize,
+    /// Cross-attention projections with a LoRA: comma-separated of k, v, q, out.
+    #[arg(long, default_value = "k,v")]
+    pub targets: String,
+    /// Learning rates of the LoRA and of the concept embeddings.
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr_lora: f64,
+    #[arg(long, default_value_t = 1e-2)]
+    pub lr_token: f64,
+    /// Write the final identification probes of each row as PNGs into this folder.
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
 }
 
 pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
@@ -306,13 +320,15 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
     let options = LifelongEvalOptions {
         concepts: args.concepts,
         images: args.images,
-        lesson: LessonOptions { steps: args.lesson_steps, ..LessonOptions::default() },
+        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, ..LessonOptions::default() },
         memory: MemoryOptions::default(),
         probes: args.probes,
         pairs: args.pairs,
         steps: args.steps,
         guidance: args.guidance,
         seed: args.seed,
+        keep_samples: args.dump.is_some(),
+        adapter: AdapterConfig { rank: args.rank, alpha: args.rank as f32, targets: parse_targets(&args.targets)? },
     };
     let full = Generation { attend: true, bind: true };
     let mut rows = Vec::new();
@@ -330,10 +346,66 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
             "no-ecd" => (Method::L2dmNoEcd, vec![("l2dm w/o ecd".to_string(), full)]),
             other => return Err(Error::InvalidInput(format!("unknown method `{other}`; use l2dm, finetune, ewc, lora-merge, no-tame, no-ecd"))),
         };
-        rows.extend(run_method(&base, &trained, &device, method, &variants, &options, &mut |line| eprintln!("{line}"))?);
+        let new_rows = run_method(&base, &trained, &device, method, &variants, &options, &mut |line| eprintln!("{line}"))?;
+        if let (Some(dir), Some(row)) = (&args.dump, new_rows.first()) {
+            dump_samples(dir, &row.name, &row.samples)?;
+        }
+        rows.extend(new_rows);
         eprint!("{}", table(&rows));
     }
     print!("{}", table(&rows));
     println!("{}", serde_json::json!({ "eval": "lifelong", "concepts": args.concepts, "lesson_steps": args.lesson_steps, "probes": args.probes, "pairs": args.pairs, "rows": rows }));
     Ok(())
+}
+
+/// Installs the concepts of `store` (or of the user's default store, when it exists and belongs
+/// to this model) into `pipeline`. Returns notes for the user.
+pub fn apply_store(pipeline: &mut Pipeline, store: Option<PathBuf>, model: Option<PathBuf>) -> Result<Vec<String>> {
+    let dir = model_dir(model)?;
+    let explicit = store.is_some();
+    let store_dir = match store {
+        Some(d) => d,
+        None => match default_store_dir() {
+            Ok(d) if d.join("manifest.json").exists() => d,
+            _ => return Ok(Vec::new()),
+        },
+    };
+    let store = match FolderStore::open(&store_dir, &model_id(&dir)?) {
+        Ok(s) => s,
+        Err(e) if !explicit => return Ok(vec![format!("note: not using the concept store {}: {e}", store_dir.display())]),
+        Err(e) => return Err(e),
+    };
+    if store.manifest().current.is_none() {
+        return Ok(Vec::new());
+    }
+    let (entry, blobs) = store.load(None)?;
+    let device = pipeline.device.clone();
+    state::install(&mut pipeline.model, &entry.concepts, &blobs, &device)?;
+    let names: Vec<&str> = entry.concepts.iter().map(|c| c.token.as_str()).collect();
+    Ok(vec![format!("concepts from {} (version {}): {}", store_dir.display(), entry.version, names.join(" "))])
+}
+
+fn dump_samples(dir: &Path, row: &str, samples: &[(String, Vec<u8>)]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Write { path: dir.into(), source })?;
+    let n = lifelong_diffusion::world::SIZE;
+    for (i, (prompt, rgb)) in samples.iter().enumerate() {
+        let values: Vec<f32> = rgb.iter().map(|&v| f32::from(v) / 255.0).collect();
+        let image = burn::prelude::Tensor::<3>::from_data(burn::prelude::TensorData::new(values, [n, n, 3]), &burn::prelude::Device::flex());
+        let slug: String = prompt.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        native::write_png(&dir.join(format!("{}-{i:02}-{slug}.png", row.replace(' ', "_"))), &image.permute([2, 0, 1]).unsqueeze_dim::<4>(0))?;
+    }
+    Ok(())
+}
+
+fn parse_targets(text: &str) -> Result<Vec<lifelong_diffusion::lifelong::adapter::Target>> {
+    use lifelong_diffusion::lifelong::adapter::Target;
+    text.split(',')
+        .map(|t| match t.trim() {
+            "k" => Ok(Target::ToK),
+            "v" => Ok(Target::ToV),
+            "q" => Ok(Target::ToQ),
+            "out" => Ok(Target::ToOut),
+            other => Err(Error::InvalidInput(format!("unknown LoRA target `{other}`; use k, v, q, out"))),
+        })
+        .collect()
 }

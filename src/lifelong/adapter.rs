@@ -16,6 +16,15 @@ use crate::model::nn::{Linear, Lora};
 use crate::model::unet::UNet2DConditionModel;
 use crate::rng::Rng;
 
+/// A tensor as a trainable leaf on an autodiff device; unchanged elsewhere (generation only).
+pub fn leaf(t: Tensor<2>) -> Tensor<2> {
+    if t.is_autodiff() {
+        t.require_grad()
+    } else {
+        t
+    }
+}
+
 /// Which projections of each cross-attention (`attn2`) carry a LoRA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -125,8 +134,8 @@ impl Adapter {
                 // kaiming_uniform_(a=sqrt(5)) on [r, in] is U(-1/sqrt(in), 1/sqrt(in)).
                 let bound = 1.0 / (d_in as f32).sqrt();
                 let a: Vec<f32> = (0..d_in * config.rank).map(|_| (rng.uniform() as f32 * 2.0 - 1.0) * bound).collect();
-                down.push(Tensor::from_data(TensorData::new(a, [d_in, config.rank]), device).require_grad());
-                up.push(Tensor::<2>::zeros([config.rank, d_out], device).require_grad());
+                down.push(leaf(Tensor::from_data(TensorData::new(a, [d_in, config.rank]), device)));
+                up.push(leaf(Tensor::<2>::zeros([config.rank, d_out], device)));
                 sites.push(format!("{path}.{}", target.key()));
             }
         }
@@ -140,7 +149,7 @@ impl Adapter {
             return Err(Error::InvalidInput(format!("the concept `{name}` already exists; pick another name or remove it first")));
         }
         self.concepts.push(Concept { name: name.into(), token: token.into(), token_id });
-        self.embeddings.push(init.detach().require_grad());
+        self.embeddings.push(leaf(init.detach()));
         Ok(())
     }
 
@@ -235,7 +244,7 @@ impl Adapter {
     /// A trainable copy on `device` (leaves requiring gradients).
     pub fn trainable(&self, device: &Device) -> Self {
         let mut out = self.frozen(device);
-        let params = out.params().into_iter().map(|t| t.require_grad()).collect();
+        let params = out.params().into_iter().map(leaf).collect();
         out.set_params(params);
         out
     }

@@ -33,6 +33,9 @@ pub struct LifelongEvalOptions {
     pub steps: usize,
     pub guidance: f32,
     pub seed: u64,
+    pub adapter: AdapterConfig,
+    /// Keep every probe image in [`Row::samples`] (for looking at them).
+    pub keep_samples: bool,
 }
 
 /// One row of the table.
@@ -46,6 +49,9 @@ pub struct Row {
     pub two_concepts: f32,
     pub binding: f32,
     pub lesson_seconds: Vec<f32>,
+    /// (prompt, RGB 8-bit) of the final identification probes when asked.
+    #[serde(skip)]
+    pub samples: Vec<(String, Vec<u8>)>,
 }
 
 impl Row {
@@ -90,7 +96,14 @@ fn generate_rgb(pipeline: &Pipeline, prompt: &str, seed: u64, options: &Lifelong
 }
 
 /// Identification rate of `concept` over `options.probes` prompts naming it at varied places.
-fn identify_rate(pipeline: &Pipeline, concept: &NovelConcept, all: &[NovelConcept], options: &LifelongEvalOptions, salt: u64) -> Result<f32> {
+fn identify_rate(
+    pipeline: &Pipeline,
+    concept: &NovelConcept,
+    all: &[NovelConcept],
+    options: &LifelongEvalOptions,
+    salt: u64,
+    samples: &mut Vec<(String, Vec<u8>)>,
+) -> Result<f32> {
     let mut hits = 0;
     for i in 0..options.probes {
         let place = Place::ALL[i % Place::ALL.len()];
@@ -98,6 +111,9 @@ fn identify_rate(pipeline: &Pipeline, concept: &NovelConcept, all: &[NovelConcep
         let prompt = format!("a {} {} {}", size.name(), concept.token(), place.phrase());
         let rgb = generate_rgb(pipeline, &prompt, options.seed ^ salt.wrapping_add(i as u64), options, None)?;
         hits += usize::from(best_concept(&rgb, all) == Some(concept.name));
+        if options.keep_samples {
+            samples.push((prompt, rgb));
+        }
     }
     Ok(hits as f32 / options.probes.max(1) as f32)
 }
@@ -145,7 +161,7 @@ pub fn run_method(
         return Err(Error::InvalidInput(format!("eval lifelong teaches 2 to {} concepts", all.len())));
     }
     let taught: Vec<NovelConcept> = all[..options.concepts].to_vec();
-    let mut learner = Learner::new(base.clone(), device.clone(), trained.clone(), AdapterConfig::default())?;
+    let mut learner = Learner::new(base.clone(), device.clone(), trained.clone(), options.adapter.clone())?;
     if matches!(method, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd) {
         let prompts: Vec<String> = (0..6).map(|i| prompt_at(7, i, Split::Train, if i % 2 == 0 { SceneKind::Single } else { SceneKind::Pair }).caption).collect();
         learner.remember_base(&prompts, &options.memory, options.seed)?;
@@ -160,18 +176,23 @@ pub fn run_method(
         let lesson = LessonOptions { seed: options.seed.wrapping_add(k as u64), ..options.lesson.clone() };
         let report = learner.lesson(concept.name, &pictures, method, &lesson, &options.memory, &mut |_| {})?;
         seconds.push(started.elapsed().as_secs_f32());
-        let rate = identify_rate(&learner.pipeline()?, concept, &all, options, 100 * k as u64)?;
+        let rate = identify_rate(&learner.pipeline()?, concept, &all, options, 100 * k as u64, &mut Vec::new())?;
         progress(format!("{method:?} lesson {} <{}>: loss {:.4} -> {:.4}, {:.0} s, identified {:.0}%", k + 1, concept.name, report.first_loss, report.last_loss, seconds[k], 100.0 * rate));
         after.push(rate);
     }
     let pipeline = learner.pipeline()?;
-    let last = taught.iter().enumerate().map(|(k, c)| identify_rate(&pipeline, c, &all, options, 5000 + 100 * k as u64)).collect::<Result<Vec<_>>>()?;
+    let mut samples = Vec::new();
+    let last = taught
+        .iter()
+        .enumerate()
+        .map(|(k, c)| identify_rate(&pipeline, c, &all, options, 5000 + 100 * k as u64, &mut samples))
+        .collect::<Result<Vec<_>>>()?;
     let mut rows = Vec::new();
     for (name, g) in variants {
         let attend = attend_options(*g);
         let two = two_concept_rate(&pipeline, &taught, options, attend.as_ref())?;
         let binding = binding_rate(&pipeline, options, attend.as_ref())?;
-        rows.push(Row { name: name.clone(), after: after.clone(), last: last.clone(), two_concepts: two, binding, lesson_seconds: seconds.clone() });
+        rows.push(Row { name: name.clone(), after: after.clone(), last: last.clone(), two_concepts: two, binding, lesson_seconds: seconds.clone(), samples: samples.clone() });
     }
     Ok(rows)
 }

@@ -4,11 +4,14 @@
 
 use burn::prelude::*;
 
-use super::adapter::{cross_attentions, Adapter, AdapterConfig, Concept, Target};
+use super::adapter::{cross_attentions, leaf, Adapter, AdapterConfig, Concept, Target};
 use super::learner::Learner;
 use super::memory::Memory;
 use super::store::{embedding_concept, embedding_name, ConceptEntry, NamedTensor, StateBlobs};
 use crate::error::{Error, Result};
+use crate::loader::LoadedModel;
+use crate::model::unet::UNet2DConditionModel;
+use crate::tokenizer::ClipTokenizer;
 
 fn to_named(name: String, t: &Tensor<2>, transpose: bool) -> Result<NamedTensor> {
     let t = if transpose { t.clone().transpose() } else { t.clone() };
@@ -65,39 +68,67 @@ pub fn save(learner: &Learner, previous: &[ConceptEntry], next: u32) -> Result<(
 /// Loads a saved state into `learner` (whose adapter must be fresh for the same base model).
 pub fn load(learner: &mut Learner, concepts: &[ConceptEntry], blobs: &StateBlobs) -> Result<()> {
     let device = learner.trainer.device.clone();
+    let model = &mut learner.trainer.model;
+    let fresh = learner.adapter.clone();
+    if let Some(adapter) = adapter_from_blobs(&mut model.unet, &mut model.tokenizer, &fresh, concepts, blobs, &device)? {
+        learner.adapter = adapter;
+    }
+    learner.memories = blobs.memories.iter().map(|m| Memory::from_blob(m, &learner.device)).collect::<Result<_>>()?;
+    Ok(())
+}
+
+/// Puts a saved state into `model` for generation (`generate --store`).
+pub fn install(model: &mut LoadedModel, concepts: &[ConceptEntry], blobs: &StateBlobs, device: &Device) -> Result<()> {
+    let fresh = Adapter::new(&mut model.unet, AdapterConfig::default(), 0, device)?;
+    // install() adds the tokens to the model's own tokenizer; this copy only numbers them.
+    let mut tokenizer = model.tokenizer.clone();
+    if let Some(adapter) = adapter_from_blobs(&mut model.unet, &mut tokenizer, &fresh, concepts, blobs, device)? {
+        adapter.install(model)?;
+    }
+    Ok(())
+}
+
+/// The adapter a state holds (`None` for an empty state), on `device`, its concept tokens added
+/// to `tokenizer`. `fresh` gives the sites and targets.
+fn adapter_from_blobs(
+    unet: &mut UNet2DConditionModel,
+    tokenizer: &mut ClipTokenizer,
+    fresh: &Adapter,
+    concepts: &[ConceptEntry],
+    blobs: &StateBlobs,
+    device: &Device,
+) -> Result<Option<Adapter>> {
     let find = |name: &str| blobs.adapter.iter().find(|t| t.name == name);
-    let sites = learner.adapter.sites.clone();
-    let rank = match sites.first().and_then(|s| find(&format!("{s}.lora_A.weight"))) {
+    let rank = match fresh.sites.first().and_then(|s| find(&format!("{s}.lora_A.weight"))) {
         Some(t) => t.shape.first().copied().unwrap_or(0),
-        None => return Ok(()), // an empty state: nothing taught yet
+        None if concepts.is_empty() => return Ok(None), // nothing taught yet
+        None => return Err(missing(&fresh.sites[0])),
     };
-    let targets = learner.adapter.config.targets.clone();
-    let mut adapter = Adapter { config: AdapterConfig { rank, alpha: rank as f32, targets }, ..learner.adapter.clone() };
-    check_sites(&mut learner.trainer.model.unet, &adapter, blobs)?;
-    for (i, site) in sites.iter().enumerate() {
+    let config = AdapterConfig { rank, alpha: rank as f32, targets: fresh.config.targets.clone() };
+    let mut adapter = Adapter { config, concepts: Vec::new(), embeddings: Vec::new(), fisher: None, ..fresh.clone() };
+    check_sites(unet, &adapter, blobs)?;
+    for (i, site) in fresh.sites.iter().enumerate() {
         let a = find(&format!("{site}.lora_A.weight")).ok_or_else(|| missing(site))?;
         let b = find(&format!("{site}.lora_B.weight")).ok_or_else(|| missing(site))?;
-        let (down, up) = (from_named(a, &device)?.transpose(), from_named(b, &device)?.transpose());
-        if down.dims()[0] != adapter.down[i].dims()[0] || up.dims()[1] != adapter.up[i].dims()[1] || down.dims()[1] != rank || up.dims()[0] != rank {
+        let (down, up) = (from_named(a, device)?.transpose(), from_named(b, device)?.transpose());
+        let fits = down.dims()[0] == fresh.down[i].dims()[0] && up.dims()[1] == fresh.up[i].dims()[1] && down.dims()[1] == rank && up.dims()[0] == rank;
+        if !fits {
             return Err(Error::InvalidInput(format!("LoRA `{site}` has shapes {:?}/{:?} that do not fit this model", a.shape, b.shape)));
         }
-        adapter.down[i] = down.require_grad();
-        adapter.up[i] = up.require_grad();
+        adapter.down[i] = leaf(down);
+        adapter.up[i] = leaf(up);
     }
-    adapter.concepts.clear();
-    adapter.embeddings.clear();
     for entry in concepts {
-        let t = find(&embedding_name(&entry.name)).ok_or_else(|| Error::InvalidInput(format!("the store lacks the embedding of concept `{}`; restore an earlier version", entry.name)))?;
-        let id = learner.trainer.model.tokenizer.add_token(&entry.token)?;
-        adapter.embeddings.push(from_named(t, &device)?.require_grad());
+        let t = find(&embedding_name(&entry.name))
+            .ok_or_else(|| Error::InvalidInput(format!("the store lacks the embedding of concept `{}`; restore an earlier version", entry.name)))?;
+        let id = tokenizer.add_token(&entry.token)?;
+        adapter.embeddings.push(leaf(from_named(t, device)?));
         adapter.concepts.push(Concept { name: entry.name.clone(), token: entry.token.clone(), token_id: id });
     }
     if let Some(orphan) = blobs.adapter.iter().filter_map(|t| embedding_concept(&t.name)).find(|n| !concepts.iter().any(|c| c.name == *n)) {
         return Err(Error::InvalidInput(format!("the store holds an embedding for `{orphan}` that its manifest does not list; it is inconsistent")));
     }
-    learner.adapter = adapter;
-    learner.memories = blobs.memories.iter().map(|m| Memory::from_blob(m, &learner.device)).collect::<Result<_>>()?;
-    Ok(())
+    Ok(Some(adapter))
 }
 
 fn missing(site: &str) -> Error {
@@ -105,7 +136,7 @@ fn missing(site: &str) -> Error {
 }
 
 /// Every LoRA in the blobs must belong to a site of this model with a known target.
-fn check_sites(unet: &mut crate::model::unet::UNet2DConditionModel, adapter: &Adapter, blobs: &StateBlobs) -> Result<()> {
+fn check_sites(unet: &mut UNet2DConditionModel, adapter: &Adapter, blobs: &StateBlobs) -> Result<()> {
     let known: Vec<String> = cross_attentions(unet)
         .into_iter()
         .flat_map(|(p, _)| [Target::ToK, Target::ToV, Target::ToQ, Target::ToOut].map(|t| format!("{p}.{}", t.key())))

@@ -31,6 +31,9 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 /// Versions kept besides the current one; older ones may be deleted after a switch.
 pub const KEEP_PREVIOUS: usize = 4;
 pub const MAX_NAME_LEN: usize = 48;
+/// The `concept` of the base memory: generated samples of prompts without concepts, which keep
+/// plain prompts as the base model drew them. No valid concept name is empty.
+pub const BASE_MEMORY: &str = "";
 
 /// One tensor, row-major f32.
 #[derive(Debug, Clone, PartialEq)]

@@ -132,6 +132,9 @@ pub struct Frame {
     pub centroid: [f32; 2],
 }
 
+/// Raw drawing coordinates to normalised ones: (centre, factor), normalised = (raw - centre) * factor.
+type Normaliser = ([f32; 2], f32);
+
 /// The new outlines, in `Frame` table order.
 const NEW: [Geometry; 7] = [Geometry::Crescent, Geometry::Arrow, Geometry::Hourglass, Geometry::Chevron, Geometry::Ell, Geometry::Dome, Geometry::Tee];
 /// Samples per side of the measuring grid (as `shapes::moments`).
@@ -156,7 +159,7 @@ impl Geometry {
 
     /// The raw-to-normalised map (centre, factor): normalised = (raw - centre) * factor. World
     /// shapes are already normalised; new ones are centred on their box, longer side 2.
-    fn normaliser(self) -> ([f32; 2], f32) {
+    fn normaliser(self) -> Normaliser {
         match NEW.iter().position(|&g| g == self) {
             Some(k) => measured()[k].0,
             None => ([0.0, 0.0], 1.0),
@@ -184,12 +187,12 @@ impl Geometry {
 
 /// Each new outline's normaliser and frame, measured once per process on a fine grid (correct by
 /// construction, as `shapes::moments`).
-fn measured() -> &'static [(([f32; 2], f32), Frame)] {
-    static TABLE: OnceLock<Vec<(([f32; 2], f32), Frame)>> = OnceLock::new();
+fn measured() -> &'static [(Normaliser, Frame)] {
+    static TABLE: OnceLock<Vec<(Normaliser, Frame)>> = OnceLock::new();
     TABLE.get_or_init(|| NEW.iter().map(|&g| measure(g)).collect())
 }
 
-fn measure(geometry: Geometry) -> (([f32; 2], f32), Frame) {
+fn measure(geometry: Geometry) -> (Normaliser, Frame) {
     let step = 2.0 / GRID as f32;
     let (mut lo, mut hi) = ([f32::INFINITY; 2], [f32::NEG_INFINITY; 2]);
     let (mut count, mut sum) = (0usize, [0.0f64; 2]);

@@ -7,7 +7,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
-use super::{check_concepts, embedding_concept, embedding_name, ConceptEntry, ConceptMemory, NamedTensor, StateBlobs, StoreError, VersionEntry, EXPORT_FORMAT};
+use super::{check_concepts, embedding_concept, embedding_name, ConceptEntry, ConceptMemory, NamedTensor, StateBlobs, StoreError, VersionEntry, BASE_MEMORY, EXPORT_FORMAT};
 
 /// FNV-1a 64: cheap, dependency-free, and enough to catch torn or bit-rotted blobs (not an adversary).
 pub fn fnv64_hex(bytes: &[u8]) -> String {
@@ -75,7 +75,8 @@ fn check_state(file: &str, concepts: &[ConceptEntry], blobs: &StateBlobs) -> Res
         }
     }
     for (i, m) in blobs.memories.iter().enumerate() {
-        if !names.contains(m.concept.as_str()) {
+        // The base memory (samples of prompts without concepts) belongs to no concept.
+        if m.concept != BASE_MEMORY && !names.contains(m.concept.as_str()) {
             return Err(inconsistent(file, format!("memory {i} belongs to concept `{}`, which is not listed", m.concept)));
         }
     }
