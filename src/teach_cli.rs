@@ -291,9 +291,9 @@ pub struct EvalLifelongArgs {
     pub guidance: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Comma-separated rows: l2dm, finetune, ewc, lora-merge, no-tame, no-ecd (no-caa and no-oa
-    /// come with l2dm).
-    #[arg(long, default_value = "finetune,ewc,lora-merge,l2dm,no-tame,no-ecd")]
+    /// Comma-separated rows: l2dm, finetune, ewc, lora-merge, no-tame, no-ecd, no-oa (no-caa comes
+    /// with l2dm: the same state generating without the artist).
+    #[arg(long, default_value = "finetune,ewc,lora-merge,l2dm,no-tame,no-ecd,no-oa")]
     pub methods: String,
     /// LoRA rank.
     #[arg(long, default_value_t = 4)]
@@ -337,14 +337,14 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
             "l2dm" => (Method::L2dm, vec![
                 ("l2dm".to_string(), full),
                 ("l2dm w/o caa".to_string(), Generation { attend: false, bind: false }),
-                ("l2dm w/o oa".to_string(), Generation { attend: true, bind: false }),
             ]),
+            "no-oa" => (Method::L2dmNoOa, vec![("l2dm w/o oa".to_string(), Generation { attend: true, bind: false })]),
             "finetune" => (Method::Finetune, vec![(name.to_string(), full)]),
             "ewc" => (Method::Ewc, vec![(name.to_string(), full)]),
             "lora-merge" => (Method::LoraMerge, vec![(name.to_string(), full)]),
             "no-tame" => (Method::L2dmNoTame, vec![("l2dm w/o tame".to_string(), full)]),
             "no-ecd" => (Method::L2dmNoEcd, vec![("l2dm w/o ecd".to_string(), full)]),
-            other => return Err(Error::InvalidInput(format!("unknown method `{other}`; use l2dm, finetune, ewc, lora-merge, no-tame, no-ecd"))),
+            other => return Err(Error::InvalidInput(format!("unknown method `{other}`; use l2dm, finetune, ewc, lora-merge, no-tame, no-ecd, no-oa"))),
         };
         let new_rows = run_method(&base, &trained, &device, method, &variants, &options, &mut |line| eprintln!("{line}"))?;
         if let (Some(dir), Some(row)) = (&args.dump, new_rows.first()) {

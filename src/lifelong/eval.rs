@@ -162,7 +162,7 @@ pub fn run_method(
     }
     let taught: Vec<NovelConcept> = all[..options.concepts].to_vec();
     let mut learner = Learner::new(base.clone(), device.clone(), trained.clone(), options.adapter.clone())?;
-    if matches!(method, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd) {
+    if matches!(method, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd | Method::L2dmNoOa) {
         let prompts: Vec<String> = (0..6).map(|i| prompt_at(7, i, Split::Train, if i % 2 == 0 { SceneKind::Single } else { SceneKind::Pair }).caption).collect();
         learner.remember_base(&prompts, &options.memory, options.seed)?;
     }

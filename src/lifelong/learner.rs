@@ -22,6 +22,8 @@ pub enum Method {
     L2dmNoTame,
     /// L2DM without ECD.
     L2dmNoEcd,
+    /// L2DM without orthogonal attention in lessons.
+    L2dmNoOa,
     /// The shared adapter trained on each lesson alone: no protection.
     Finetune,
     /// Elastic weight consolidation (Kirkpatrick et al. 2017) on the shared adapter.
@@ -33,16 +35,17 @@ pub enum Method {
 impl Method {
     fn protection(self) -> Protection {
         let (replay, distill) = match self {
-            Method::L2dm => (true, true),
+            Method::L2dm | Method::L2dmNoOa => (true, true),
             Method::L2dmNoTame => (false, true),
             Method::L2dmNoEcd => (true, false),
             Method::Finetune | Method::Ewc | Method::LoraMerge => (false, false),
         };
-        Protection { replay, distill, ewc: if self == Method::Ewc { 5e4 } else { 0.0 } }
+        let oa = if matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd) { 0.05 } else { 0.0 };
+        Protection { replay, distill, ewc: if self == Method::Ewc { 5e4 } else { 0.0 }, oa }
     }
 
     fn keeps_memory(self) -> bool {
-        matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd)
+        matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd | Method::L2dmNoOa)
     }
 }
 
@@ -179,7 +182,8 @@ impl Learner {
         Ok(report)
     }
 
-    fn examples(&self, token: &str, pictures: &[Picture]) -> Result<Vec<Example>> {
+    /// The pictures as training examples: VAE latents and their prompts.
+    pub fn examples(&self, token: &str, pictures: &[Picture]) -> Result<Vec<Example>> {
         let vae = &self.trainer.model;
         let [h, w] = Pipeline::new(self.base.clone(), self.device.clone()).image_size();
         pictures

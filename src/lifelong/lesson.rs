@@ -39,6 +39,9 @@ pub struct Protection {
     pub distill: bool,
     /// Elastic weight consolidation on the adapter (the EWC baseline), strength.
     pub ewc: f32,
+    /// Orthogonal attention (OA) during lessons, strength: the new concept's cross-attention
+    /// keys are pushed orthogonal to every earlier concept's.
+    pub oa: f32,
 }
 
 /// Lesson settings.
@@ -68,7 +71,7 @@ impl Default for LessonOptions {
             mu: 1.0,
             distill: 1.0,
             kappa: 10.0,
-            protection: Protection { replay: true, distill: true, ewc: 0.0 },
+            protection: Protection { replay: true, distill: true, ewc: 0.0, oa: 0.05 },
             seed: 0,
         }
     }
@@ -179,6 +182,11 @@ pub fn teach(
     let (mut first, mut last) = (f32::NAN, f32::NAN);
     for step in 1..=options.steps {
         let (loss, distill) = step_loss(trainer, adapter, teacher, new, replay, options, &mut elastic, &mut rng)?;
+        let loss = if options.protection.oa > 0.0 && adapter.concepts.len() > 1 {
+            loss + orthogonality(trainer, adapter)?.mul_scalar(options.protection.oa)
+        } else {
+            loss
+        };
         let loss = match (&anchor, &adapter.fisher) {
             (Some(anchor), Some(fisher)) => loss + ewc_penalty(adapter, anchor, fisher).mul_scalar(options.protection.ewc),
             _ => loss,
@@ -277,6 +285,46 @@ impl Elastic {
     fn weights(&self, options: &LessonOptions) -> Vec<(usize, f32)> {
         self.stats.iter().filter_map(|s| s.0.map(|c| (c, self.weight(s.0, options)))).collect()
     }
+}
+
+/// OA's lesson term (L2DM Sec. 3.4): cross-attention scores are `q . k`, so a concept whose key
+/// is orthogonal to another's at every cross-attention is never attended where the other is.
+/// Mean over sites and earlier concepts of `cos^2(k_new, k_old)`, with each concept's key taken
+/// at its token in "a <name>" (the newest concept is the last).
+pub fn orthogonality(trainer: &Trainer, adapter: &Adapter) -> Result<Tensor<1>> {
+    let prompts: Vec<String> = adapter.concepts.iter().map(|c| format!("a {}", c.token)).collect();
+    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let ids = trainer.ids(&refs)?;
+    let hidden = adapter.encode_ids(&trainer.model.text_encoder, &ids, &trainer.device)?;
+    let [k, _, d] = hidden.dims();
+    let rows: Vec<Tensor<2>> = adapter
+        .concepts
+        .iter()
+        .zip(&ids)
+        .enumerate()
+        .map(|(i, (c, row))| {
+            let pos = row.iter().position(|&id| id == c.token_id).unwrap_or(0);
+            hidden.clone().slice([i..i + 1, pos..pos + 1, 0..d]).reshape([1, d])
+        })
+        .collect();
+    let h = Tensor::cat(rows, 0);
+    let mut unet = adapter.apply_unet(&trainer.model.unet)?;
+    let mut total: Option<Tensor<1>> = None;
+    let sites = super::adapter::cross_attentions(&mut unet);
+    let n_sites = sites.len().max(1);
+    for (_, attn) in sites {
+        let keys = attn.to_k.forward(h.clone());
+        let unit = keys.clone() / keys.square().sum_dim(1).sqrt().add_scalar(1e-6);
+        let new = unit.clone().narrow(0, k - 1, 1);
+        let old = unit.narrow(0, 0, k - 1);
+        let cos = old.matmul(new.transpose()); // [k-1, 1]
+        let term = cos.square().mean();
+        total = Some(match total {
+            Some(t) => t + term,
+            None => term,
+        });
+    }
+    Ok(total.map_or_else(|| Tensor::zeros([1], &trainer.device), |t| t.div_scalar(n_sites as f64)))
 }
 
 /// Adds the diagonal Fisher information of the adapter on `examples` (mean squared gradient over
