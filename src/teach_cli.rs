@@ -359,30 +359,30 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
 }
 
 /// Installs the concepts of `store` (or of the user's default store, when it exists and belongs
-/// to this model) into `pipeline`. Returns notes for the user.
-pub fn apply_store(pipeline: &mut Pipeline, store: Option<PathBuf>, model: Option<PathBuf>) -> Result<Vec<String>> {
+/// to this model) into `pipeline`. Returns notes for the user and the installed concept tokens.
+pub fn apply_store(pipeline: &mut Pipeline, store: Option<PathBuf>, model: Option<PathBuf>) -> Result<(Vec<String>, Vec<String>)> {
     let dir = model_dir(model)?;
     let explicit = store.is_some();
     let store_dir = match store {
         Some(d) => d,
         None => match default_store_dir() {
             Ok(d) if d.join("manifest.json").exists() => d,
-            _ => return Ok(Vec::new()),
+            _ => return Ok((Vec::new(), Vec::new())),
         },
     };
     let store = match FolderStore::open(&store_dir, &model_id(&dir)?) {
         Ok(s) => s,
-        Err(e) if !explicit => return Ok(vec![format!("note: not using the concept store {}: {e}", store_dir.display())]),
+        Err(e) if !explicit => return Ok((vec![format!("note: not using the concept store {}: {e}", store_dir.display())], Vec::new())),
         Err(e) => return Err(e),
     };
     if store.manifest().current.is_none() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let (entry, blobs) = store.load(None)?;
     let device = pipeline.device.clone();
     state::install(&mut pipeline.model, &entry.concepts, &blobs, &device)?;
-    let names: Vec<&str> = entry.concepts.iter().map(|c| c.token.as_str()).collect();
-    Ok(vec![format!("concepts from {} (version {}): {}", store_dir.display(), entry.version, names.join(" "))])
+    let tokens: Vec<String> = entry.concepts.iter().map(|c| c.token.clone()).collect();
+    Ok((vec![format!("concepts from {} (version {}): {}", store_dir.display(), entry.version, tokens.join(" "))], tokens))
 }
 
 fn dump_samples(dir: &Path, row: &str, samples: &[(String, Vec<u8>)]) -> Result<()> {

@@ -15,14 +15,18 @@ pub fn fit_rgb8(rgb: &[u8], width: usize, height: usize, size: usize, device: &D
     if size == 0 {
         return Err(Error::InvalidInput("the target size must be at least 1 pixel".into()));
     }
-    let side = width.min(height) as f32;
-    let (x0, y0) = ((width as f32 - side) / 2.0, (height as f32 - side) / 2.0);
-    let step = side / size as f32;
+    let side = width.min(height);
+    // Whole-pixel crop offsets; samples never reach outside the crop, so nothing bleeds in.
+    let (cx, cy) = ((width - side) / 2, (height - side) / 2);
+    let (x0, y0) = (cx as f32, cy as f32);
+    let step = side as f32 / size as f32;
     let taps = (step.ceil() as usize).clamp(1, 8);
     let sample = |x: f32, y: f32, c: usize| -> f32 {
-        let (x, y) = ((x - 0.5).clamp(0.0, width as f32 - 1.0), (y - 0.5).clamp(0.0, height as f32 - 1.0));
+        let (lo_x, hi_x) = (x0, (cx + side - 1) as f32);
+        let (lo_y, hi_y) = (y0, (cy + side - 1) as f32);
+        let (x, y) = ((x - 0.5).clamp(lo_x, hi_x), (y - 0.5).clamp(lo_y, hi_y));
         let (xi, yi) = (x.floor() as usize, y.floor() as usize);
-        let (x1, y1) = ((xi + 1).min(width - 1), (yi + 1).min(height - 1));
+        let (x1, y1) = ((xi + 1).min(cx + side - 1), (yi + 1).min(cy + side - 1));
         let (fx, fy) = (x - xi as f32, y - yi as f32);
         let p = |xx: usize, yy: usize| f32::from(rgb[(yy * width + xx) * 3 + c]);
         let top = p(xi, yi) * (1.0 - fx) + p(x1, yi) * fx;
