@@ -331,6 +331,8 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         adapter: AdapterConfig { rank: args.rank, alpha: args.rank as f32, targets: parse_targets(&args.targets)? },
     };
     let full = Generation { attend: true, bind: true };
+    let base_figure = lifelong_diffusion::lifelong::eval::base_rate(&Pipeline::new(base.clone(), device.clone()), &options)?;
+    eprintln!("base model, plain single-object prompts with colour and shape right: {:.1}%", 100.0 * base_figure);
     let mut rows = Vec::new();
     for name in args.methods.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (method, variants) = match name {
@@ -354,7 +356,8 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         eprint!("{}", table(&rows));
     }
     print!("{}", table(&rows));
-    println!("{}", serde_json::json!({ "eval": "lifelong", "concepts": args.concepts, "lesson_steps": args.lesson_steps, "probes": args.probes, "pairs": args.pairs, "rows": rows }));
+    println!("base model: {:.1}% of plain single-object prompts with colour and shape right", 100.0 * base_figure);
+    println!("{}", serde_json::json!({ "eval": "lifelong", "base_model_prompts": base_figure, "concepts": args.concepts, "lesson_steps": args.lesson_steps, "probes": args.probes, "pairs": args.pairs, "rows": rows }));
     Ok(())
 }
 

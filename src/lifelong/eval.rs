@@ -48,6 +48,8 @@ pub struct Row {
     pub last: Vec<f32>,
     pub two_concepts: f32,
     pub binding: f32,
+    /// Single-object world prompts (no concepts) with colour and shape right, after the last lesson.
+    pub base_prompts: f32,
     pub lesson_seconds: Vec<f32>,
     /// (prompt, RGB 8-bit) of the final identification probes when asked.
     #[serde(skip)]
@@ -145,6 +147,19 @@ fn binding_rate(pipeline: &Pipeline, options: &LifelongEvalOptions, attend: Opti
     Ok(hits as f32 / options.pairs.max(1) as f32)
 }
 
+/// Plain single-object world prompts (no concept) whose object has the right colour and shape:
+/// what lessons must leave as the base model had it.
+pub fn base_rate(pipeline: &Pipeline, options: &LifelongEvalOptions) -> Result<f32> {
+    let mut hits = 0;
+    for i in 0..options.pairs {
+        let prompt = prompt_at(options.seed.wrapping_add(99), i as u64, Split::Train, SceneKind::Single);
+        let rgb = generate_rgb(pipeline, &prompt.caption, options.seed.wrapping_add(3000 + i as u64), options, None)?;
+        let verdict = check(&rgb, &prompt.spec)?;
+        hits += usize::from(verdict.color && verdict.shape);
+    }
+    Ok(hits as f32 / options.pairs.max(1) as f32)
+}
+
 /// Teaches the concepts in order with `method`, then scores each generation variant; one row per
 /// variant (`names[i]` for `variants[i]`). `progress` gets one line per lesson.
 pub fn run_method(
@@ -187,28 +202,30 @@ pub fn run_method(
         .enumerate()
         .map(|(k, c)| identify_rate(&pipeline, c, &all, options, 5000 + 100 * k as u64, &mut samples))
         .collect::<Result<Vec<_>>>()?;
+    let base_prompts = base_rate(&pipeline, options)?;
     let mut rows = Vec::new();
     for (name, g) in variants {
         let attend = attend_options(*g);
         let two = two_concept_rate(&pipeline, &taught, options, attend.as_ref())?;
         let binding = binding_rate(&pipeline, options, attend.as_ref())?;
-        rows.push(Row { name: name.clone(), after: after.clone(), last: last.clone(), two_concepts: two, binding, lesson_seconds: seconds.clone(), samples: samples.clone() });
+        rows.push(Row { name: name.clone(), after: after.clone(), last: last.clone(), two_concepts: two, binding, base_prompts, lesson_seconds: seconds.clone(), samples: samples.clone() });
     }
     Ok(rows)
 }
 
 /// The table: one line per row, percentages.
 pub fn table(rows: &[Row]) -> String {
-    let mut out = format!("{:<22}{:>10}{:>10}{:>12}{:>10}{:>10}{:>12}\n", "method", "after", "last", "forgetting", "2-concept", "binding", "s/lesson");
+    let mut out = format!("{:<22}{:>10}{:>10}{:>12}{:>10}{:>10}{:>10}{:>12}\n", "method", "after", "last", "forgetting", "2-concept", "binding", "base", "s/lesson");
     for r in rows {
         out.push_str(&format!(
-            "{:<22}{:>9.1}%{:>9.1}%{:>11.1}p{:>9.1}%{:>9.1}%{:>12.1}\n",
+            "{:<22}{:>9.1}%{:>9.1}%{:>11.1}p{:>9.1}%{:>9.1}%{:>9.1}%{:>12.1}\n",
             r.name,
             100.0 * Row::mean(&r.after),
             100.0 * Row::mean(&r.last),
             r.forgetting(),
             100.0 * r.two_concepts,
             100.0 * r.binding,
+            100.0 * r.base_prompts,
             Row::mean(&r.lesson_seconds)
         ));
     }
