@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 mod bench_cli;
+mod eval_cli;
 mod teach_cli;
 
 use lifelong_diffusion::lifelong::artist::AttendOptions;
@@ -64,7 +65,7 @@ enum EvalCommand {
     /// Generate for shapes-world prompts and score every attribute (single / two objects, seen / held-out).
     World(EvalWorldArgs),
     /// Teach novel shapes-world concepts in sequence and measure forgetting and neglect per method.
-    Lifelong(teach_cli::EvalLifelongArgs),
+    Lifelong(eval_cli::EvalLifelongArgs),
 }
 
 #[derive(clap::Args)]
@@ -413,7 +414,7 @@ fn main() -> ExitCode {
         Command::Bench { command } => bench_cli::run(command),
         Command::Serve { port, root } => serve(port, root),
         Command::Teach(args) => teach_cli::teach(args),
-        Command::Eval { command: EvalCommand::Lifelong(args) } => teach_cli::eval_lifelong(args),
+        Command::Eval { command: EvalCommand::Lifelong(args) } => eval_cli::eval_lifelong(args),
         Command::Concepts { command } => teach_cli::concepts(command),
     };
     match result {

@@ -1,0 +1,131 @@
+//! `lifelong-diffusion eval lifelong`: arguments, the per-method loop and printing around
+//! `lifelong_diffusion::lifelong::eval` (the measuring lives in the library).
+
+use std::path::{Path, PathBuf};
+
+use lifelong_diffusion::lifelong::adapter::{AdapterConfig, Target};
+use lifelong_diffusion::lifelong::learner::{MemoryOptions, Method};
+use lifelong_diffusion::lifelong::lesson::LessonOptions;
+use lifelong_diffusion::native::{self, Backend, Folder};
+use lifelong_diffusion::pipeline::Pipeline;
+use lifelong_diffusion::{loader, Error, Result};
+
+use crate::teach_cli::model_dir;
+
+#[derive(clap::Args)]
+pub struct EvalLifelongArgs {
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Concepts taught in sequence (2-10; the table uses 8).
+    #[arg(long, default_value_t = 8)]
+    pub concepts: usize,
+    #[arg(long, default_value_t = 4)]
+    pub images: usize,
+    /// Training steps per lesson.
+    #[arg(long, default_value_t = 150)]
+    pub lesson_steps: usize,
+    /// Identification prompts per concept.
+    #[arg(long, default_value_t = 8)]
+    pub probes: usize,
+    /// Two-concept and two-object prompts.
+    #[arg(long, default_value_t = 16)]
+    pub pairs: usize,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Comma-separated rows: l2dm, finetune, ewc, lora-merge, no-tame, no-ecd, no-oa (no-caa comes
+    /// with l2dm: the same state generating without the artist).
+    #[arg(long, default_value = "finetune,ewc,lora-merge,l2dm,no-tame,no-ecd,no-oa")]
+    pub methods: String,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 4)]
+    pub rank: usize,
+    /// Cross-attention projections with a LoRA: comma-separated of k, v, q, out.
+    #[arg(long, default_value = "k,v")]
+    pub targets: String,
+    /// Learning rates of the LoRA and of the concept embeddings.
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr_lora: f64,
+    #[arg(long, default_value_t = 1e-2)]
+    pub lr_token: f64,
+    /// Write the final identification probes of each row as PNGs into this folder.
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
+}
+
+pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
+    use lifelong_diffusion::lifelong::eval::{run_method, table, Generation, LifelongEvalOptions};
+    let model_dir = model_dir(args.model)?;
+    let (device, _) = native::open_device(Some(Backend::Cpu))?;
+    let base = loader::load(&Folder(model_dir.clone()), &device)?;
+    let trained = loader::load(&Folder(model_dir), &device.clone().autodiff())?;
+    let options = LifelongEvalOptions {
+        concepts: args.concepts,
+        images: args.images,
+        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, ..LessonOptions::default() },
+        memory: MemoryOptions::default(),
+        probes: args.probes,
+        pairs: args.pairs,
+        steps: args.steps,
+        guidance: args.guidance,
+        seed: args.seed,
+        keep_samples: args.dump.is_some(),
+        adapter: AdapterConfig { rank: args.rank, alpha: args.rank as f32, targets: parse_targets(&args.targets)? },
+    };
+    let full = Generation { attend: true, bind: true };
+    let base_figure = lifelong_diffusion::lifelong::eval::base_rate(&Pipeline::new(base.clone(), device.clone()), &options)?;
+    eprintln!("base model, plain single-object prompts with colour and shape right: {:.1}%", 100.0 * base_figure);
+    let mut rows = Vec::new();
+    for name in args.methods.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (method, variants) = match name {
+            "l2dm" => (Method::L2dm, vec![
+                ("l2dm".to_string(), full),
+                ("l2dm w/o caa".to_string(), Generation { attend: false, bind: false }),
+            ]),
+            "no-oa" => (Method::L2dmNoOa, vec![("l2dm w/o oa".to_string(), Generation { attend: true, bind: false })]),
+            "finetune" => (Method::Finetune, vec![(name.to_string(), full)]),
+            "ewc" => (Method::Ewc, vec![(name.to_string(), full)]),
+            "lora-merge" => (Method::LoraMerge, vec![(name.to_string(), full)]),
+            "no-tame" => (Method::L2dmNoTame, vec![("l2dm w/o tame".to_string(), full)]),
+            "no-ecd" => (Method::L2dmNoEcd, vec![("l2dm w/o ecd".to_string(), full)]),
+            other => return Err(Error::InvalidInput(format!("unknown method `{other}`; use l2dm, finetune, ewc, lora-merge, no-tame, no-ecd, no-oa"))),
+        };
+        let new_rows = run_method(&base, &trained, &device, method, &variants, &options, &mut |line| eprintln!("{line}"))?;
+        if let (Some(dir), Some(row)) = (&args.dump, new_rows.first()) {
+            dump_samples(dir, &row.name, &row.samples)?;
+        }
+        rows.extend(new_rows);
+        eprint!("{}", table(&rows));
+    }
+    print!("{}", table(&rows));
+    println!("base model: {:.1}% of plain single-object prompts with colour and shape right", 100.0 * base_figure);
+    println!("{}", serde_json::json!({ "eval": "lifelong", "base_model_prompts": base_figure, "concepts": args.concepts, "lesson_steps": args.lesson_steps, "probes": args.probes, "pairs": args.pairs, "rows": rows }));
+    Ok(())
+}
+
+fn dump_samples(dir: &Path, row: &str, samples: &[(String, Vec<u8>)]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Write { path: dir.into(), source })?;
+    let n = lifelong_diffusion::world::SIZE;
+    for (i, (prompt, rgb)) in samples.iter().enumerate() {
+        let values: Vec<f32> = rgb.iter().map(|&v| f32::from(v) / 255.0).collect();
+        let image = burn::prelude::Tensor::<3>::from_data(burn::prelude::TensorData::new(values, [n, n, 3]), &burn::prelude::Device::flex());
+        let slug: String = prompt.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        native::write_png(&dir.join(format!("{}-{i:02}-{slug}.png", row.replace(' ', "_"))), &image.permute([2, 0, 1]).unsqueeze_dim::<4>(0))?;
+    }
+    Ok(())
+}
+
+fn parse_targets(text: &str) -> Result<Vec<Target>> {
+    text.split(',')
+        .map(|t| match t.trim() {
+            "k" => Ok(Target::ToK),
+            "v" => Ok(Target::ToV),
+            "q" => Ok(Target::ToQ),
+            "out" => Ok(Target::ToOut),
+            other => Err(Error::InvalidInput(format!("unknown LoRA target `{other}`; use k, v, q, out"))),
+        })
+        .collect()
+}
