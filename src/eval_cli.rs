@@ -113,7 +113,8 @@ fn dump_samples(dir: &Path, row: &str, samples: &[(String, Vec<u8>)]) -> Result<
         let values: Vec<f32> = rgb.iter().map(|&v| f32::from(v) / 255.0).collect();
         let image = burn::prelude::Tensor::<3>::from_data(burn::prelude::TensorData::new(values, [n, n, 3]), &burn::prelude::Device::flex());
         let slug: String = prompt.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-        native::write_png(&dir.join(format!("{}-{i:02}-{slug}.png", row.replace(' ', "_"))), &image.permute([2, 0, 1]).unsqueeze_dim::<4>(0))?;
+        let row: String = row.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        native::write_png(&dir.join(format!("{row}-{i:02}-{slug}.png")), &image.permute([2, 0, 1]).unsqueeze_dim::<4>(0))?;
     }
     Ok(())
 }
