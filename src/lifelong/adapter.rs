@@ -211,6 +211,11 @@ impl Adapter {
         Ok(text_encoder.forward_embeds(tokens))
     }
 
+    /// Whether the LoRA tensors are leaves that require gradients (a student, not a teacher).
+    pub fn is_trainable(&self) -> bool {
+        self.down.first().is_some_and(|t| t.is_require_grad())
+    }
+
     /// All trainable tensors, LoRA first then embeddings (the optimizer's order).
     pub fn params_mut(&mut self) -> Vec<&mut Tensor<2>> {
         self.down.iter_mut().chain(self.up.iter_mut()).chain(self.embeddings.iter_mut()).collect()

@@ -144,7 +144,11 @@ impl Trainer {
     /// The UNet's prediction with `adapter` in place.
     pub fn predict(&self, adapter: &Adapter, x_t: Tensor<4>, t: &[f32], ids: &[Vec<i64>]) -> Result<Tensor<4>> {
         let context = adapter.encode_ids(&self.model.text_encoder, ids, &self.device)?;
-        Ok(adapter.apply_unet(&self.model.unet)?.forward_timesteps(x_t, t, &context))
+        let unet = adapter.apply_unet(&self.model.unet)?;
+        // `Param::from_tensor` marks the LoRA as requiring gradients; for a frozen teacher that
+        // would record a graph no backward ever consumes, and keep every step's activations alive.
+        let unet = if adapter.is_trainable() { unet } else { unet.no_grad() };
+        Ok(unet.forward_timesteps(x_t, t, &context))
     }
 }
 
