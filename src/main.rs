@@ -252,14 +252,6 @@ struct GenerateArgs {
     out: PathBuf,
 }
 
-fn default_model() -> Result<PathBuf> {
-    let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/builtin");
-    if builtin.join("model_index.json").exists() {
-        return Ok(builtin);
-    }
-    Err(Error::InvalidInput("no model given and no built-in model found; pass --model DIR (a diffusers pipeline folder)".into()))
-}
-
 fn check_writable(path: &Path) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
@@ -281,10 +273,7 @@ impl BackendArg {
 /// Opens the device and loads the model (`--model`, else the built-in one).
 fn open_pipeline(model: Option<PathBuf>, backend: Option<Backend>) -> Result<(Pipeline, Backend)> {
     let (device, backend) = native::open_device(backend)?;
-    let model_dir = match model {
-        Some(dir) => dir,
-        None => default_model()?,
-    };
+    let model_dir = teach_cli::model_dir(model)?;
     let model = loader::load(&Folder(model_dir), &device)?;
     Ok((Pipeline::new(model, device), backend))
 }

@@ -177,12 +177,7 @@ impl Pipeline {
     /// RGB in [0, 1] `[1, 3, H, W]` -> latents as the UNet sees them (the inverse of [`Self::decode`],
     /// with the posterior's mean): `(vae.encode(2x - 1).mean - shift) * scaling_factor`.
     pub fn encode(&self, image: Tensor<4>) -> Tensor<4> {
-        let cfg = &self.model.vae_config;
-        let mut z = self.model.vae.encode(image.mul_scalar(2.0).sub_scalar(1.0)).mean;
-        if let Some(shift) = cfg.shift_factor {
-            z = z.sub_scalar(shift);
-        }
-        z.mul_scalar(cfg.scaling_factor)
+        encode_latents(&self.model, image)
     }
 }
 
@@ -274,6 +269,16 @@ impl Denoising<'_> {
         let image = self.pipeline.decode(self.latents.clone());
         Generation { latents: self.latents, image, warnings: self.warnings }
     }
+}
+
+/// [`Pipeline::encode`] for any loaded model (lessons encode on their autodiff device).
+pub fn encode_latents(model: &LoadedModel, image: Tensor<4>) -> Tensor<4> {
+    let cfg = &model.vae_config;
+    let mut z = model.vae.encode(image.mul_scalar(2.0).sub_scalar(1.0)).mean;
+    if let Some(shift) = cfg.shift_factor {
+        z = z.sub_scalar(shift);
+    }
+    z.mul_scalar(cfg.scaling_factor)
 }
 
 /// A cheap preview of latents without the VAE: a fixed linear map from SD's four latent channels

@@ -10,7 +10,7 @@ use super::memory::{bank_score, features, Memory, MemoryItem};
 use super::store::{concept_token, validate_concept_name};
 use crate::error::{Error, Result};
 use crate::loader::LoadedModel;
-use crate::pipeline::{GenerateOptions, Pipeline};
+use crate::pipeline::{encode_latents, GenerateOptions, Pipeline};
 
 /// How a lesson protects what was learned before: L2DM and its ablations, and the baselines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -228,16 +228,6 @@ impl Learner {
         let mean_norm = mean.clone().square().sum().sqrt().into_scalar::<f32>().max(1e-6);
         mean.mul_scalar(norm / mean_norm)
     }
-}
-
-/// `vae.encode(2x - 1).mean * scaling_factor` (as [`Pipeline::encode`]).
-fn encode_latents(model: &LoadedModel, image: Tensor<4>) -> Tensor<4> {
-    let cfg = &model.vae_config;
-    let mut z = model.vae.encode(image.mul_scalar(2.0).sub_scalar(1.0)).mean;
-    if let Some(shift) = cfg.shift_factor {
-        z = z.sub_scalar(shift);
-    }
-    z.mul_scalar(cfg.scaling_factor)
 }
 
 impl Learner {
