@@ -16,7 +16,7 @@ use crate::teach_cli::model_dir;
 pub struct EvalLifelongArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Concepts taught in sequence (2-10; the table uses 8).
+    /// Concepts taught in sequence (1-10; the table uses 8; one is for tuning lessons).
     #[arg(long, default_value_t = 8)]
     pub concepts: usize,
     #[arg(long, default_value_t = 4)]
@@ -43,7 +43,8 @@ pub struct EvalLifelongArgs {
     /// LoRA rank.
     #[arg(long, default_value_t = 4)]
     pub rank: usize,
-    /// Cross-attention projections with a LoRA: comma-separated of k, v, q, out.
+    /// Projections with a LoRA, comma-separated: k, v, q, out (cross-attention), self-q, self-k,
+    /// self-v, self-out (self-attention), ff-in, ff-out (feed-forward).
     #[arg(long, default_value = "k,v")]
     pub targets: String,
     /// Learning rates of the LoRA and of the concept embeddings.
@@ -51,6 +52,9 @@ pub struct EvalLifelongArgs {
     pub lr_lora: f64,
     #[arg(long, default_value_t = 1e-2)]
     pub lr_token: f64,
+    /// Weight of the lessons' unconditional anchor (0 turns it off).
+    #[arg(long, default_value_t = 1.0)]
+    pub uncond: f32,
     /// Write the final identification probes of each row as PNGs into this folder.
     #[arg(long)]
     pub dump: Option<PathBuf>,
@@ -65,7 +69,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
     let options = LifelongEvalOptions {
         concepts: args.concepts,
         images: args.images,
-        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, ..LessonOptions::default() },
+        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, uncond: args.uncond, ..LessonOptions::default() },
         memory: MemoryOptions::default(),
         probes: args.probes,
         pairs: args.pairs,
@@ -126,7 +130,13 @@ fn parse_targets(text: &str) -> Result<Vec<Target>> {
             "v" => Ok(Target::ToV),
             "q" => Ok(Target::ToQ),
             "out" => Ok(Target::ToOut),
-            other => Err(Error::InvalidInput(format!("unknown LoRA target `{other}`; use k, v, q, out"))),
+            "self-q" => Ok(Target::SelfQ),
+            "self-k" => Ok(Target::SelfK),
+            "self-v" => Ok(Target::SelfV),
+            "self-out" => Ok(Target::SelfOut),
+            "ff-in" => Ok(Target::FfIn),
+            "ff-out" => Ok(Target::FfOut),
+            other => Err(Error::InvalidInput(format!("unknown LoRA target `{other}`; use k, v, q, out (cross-attention), self-q, self-k, self-v, self-out, ff-in, ff-out"))),
         })
         .collect()
 }

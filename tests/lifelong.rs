@@ -101,3 +101,42 @@ fn orthogonal_attention_sees_identical_concepts_as_overlapping() {
     let g = values(l.adapter.embeddings[1].grad(&grads).expect("the new concept's embedding gets a gradient"));
     assert!(g.iter().any(|v| v.abs() > 0.0));
 }
+
+/// LoRA on every supported projection (cross- and self-attention, feed-forward): merged into the
+/// weights for generation, the UNet predicts what the unmerged adapter predicts, and the state
+/// saves and reloads with every site.
+#[test]
+fn every_target_merges_and_reloads() {
+    use lifelong_diffusion::lifelong::adapter::Target;
+    let device = Device::flex();
+    let base = loader::load(&Folder(fixtures().join("sd1")), &device).expect("sd1");
+    let trained = loader::load(&Folder(fixtures().join("sd1")), &device.clone().autodiff()).expect("sd1");
+    let config = AdapterConfig { rank: 2, alpha: 4.0, targets: Target::ALL.to_vec() };
+    let mut l = Learner::new(base, device.clone(), trained, config.clone()).expect("learner");
+    let mut rng = Rng::new(5);
+    let ad = l.trainer.device.clone();
+    l.adapter.up = l.adapter.up.iter().map(|u| Tensor::from_data(TensorData::new(rng.normal_vec(u.dims().iter().product()), u.dims()), &ad).mul_scalar(0.05)).collect();
+    assert!(l.adapter.sites.iter().any(|s| s.ends_with("attn1.to_q")) && l.adapter.sites.iter().any(|s| s.ends_with("ff.net.2")));
+
+    let x = Tensor::<4>::from_data(TensorData::new(rng.normal_vec(4 * 8 * 8), [1, 4, 8, 8]), &device);
+    let ids = l.trainer.ids(&["a red square"]).unwrap();
+    let context = l.adapter.frozen(&device).encode_ids(&l.base.text_encoder, &ids, &device).unwrap();
+    let unmerged = l.adapter.frozen(&device).apply_unet(&l.base.unet).unwrap().forward(x.clone(), 500.0, &context);
+    let mut model = l.base.clone();
+    l.adapter.install(&mut model).expect("install");
+    let merged = model.unet.forward(x.clone(), 500.0, &context);
+    let plain = l.base.unet.forward(x, 500.0, &context);
+    let gap = values((merged.clone() - unmerged).abs().max())[0];
+    let effect = values((merged - plain).abs().max())[0];
+    eprintln!("merged vs unmerged {gap}, adapter effect {effect}");
+    assert!(effect > 1e-3, "the adapter changes the prediction: {effect}");
+    assert!(gap < 1e-4 * (1.0 + effect), "merged LoRA equals the unmerged one: {gap}");
+
+    let (concepts, blobs) = state::save(&l, &[], 1).expect("save");
+    let base = loader::load(&Folder(fixtures().join("sd1")), &device).expect("sd1");
+    let trained = loader::load(&Folder(fixtures().join("sd1")), &device.clone().autodiff()).expect("sd1");
+    let mut back = Learner::new(base, device, trained, AdapterConfig::default()).expect("learner");
+    state::load(&mut back, &concepts, &blobs).expect("load");
+    assert_eq!((back.adapter.config.rank, &back.adapter.config.targets), (config.rank, &config.targets));
+    assert_eq!(back.adapter.sites, l.adapter.sites);
+}

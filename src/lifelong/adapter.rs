@@ -1,5 +1,6 @@
 //! The lifelong state on top of a frozen base model: one shared low-rank adapter (LoRA on the
-//! UNet's cross-attention projections, PEFT names) and one token embedding per concept.
+//! UNet's cross-attention projections by default, optionally self-attention and feed-forward;
+//! PEFT names) and one token embedding per concept.
 //!
 //! Cross-attention keys and values are where text meets image, which is why Custom Diffusion
 //! (Kumari et al. 2023, Sec. 3.1) and L2DM's lessons adapt `attn2.to_k`/`to_v` first.
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::loader::LoadedModel;
-use crate::model::attention::{Attention, Transformer2DModel};
+use crate::model::attention::{Attention, BasicTransformerBlock, Transformer2DModel};
 use crate::model::clip::ClipTextModel;
 use crate::model::nn::{Linear, Lora};
 use crate::model::unet::UNet2DConditionModel;
@@ -25,7 +26,8 @@ pub fn leaf(t: Tensor<2>) -> Tensor<2> {
     }
 }
 
-/// Which projections of each cross-attention (`attn2`) carry a LoRA.
+/// Which linear projections of each transformer block carry a LoRA: the cross-attention
+/// (`attn2`, the default `to_k`/`to_v`), the self-attention (`attn1`) and the feed-forward (`ff`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
@@ -33,24 +35,56 @@ pub enum Target {
     ToV,
     ToQ,
     ToOut,
+    SelfQ,
+    SelfK,
+    SelfV,
+    SelfOut,
+    FfIn,
+    FfOut,
 }
 
 impl Target {
+    pub const ALL: [Target; 10] = [
+        Target::ToK,
+        Target::ToV,
+        Target::ToQ,
+        Target::ToOut,
+        Target::SelfQ,
+        Target::SelfK,
+        Target::SelfV,
+        Target::SelfOut,
+        Target::FfIn,
+        Target::FfOut,
+    ];
+
+    /// The projection's key under its transformer block (diffusers / PEFT naming).
     pub fn key(self) -> &'static str {
         match self {
-            Target::ToK => "to_k",
-            Target::ToV => "to_v",
-            Target::ToQ => "to_q",
-            Target::ToOut => "to_out.0",
+            Target::ToK => "attn2.to_k",
+            Target::ToV => "attn2.to_v",
+            Target::ToQ => "attn2.to_q",
+            Target::ToOut => "attn2.to_out.0",
+            Target::SelfQ => "attn1.to_q",
+            Target::SelfK => "attn1.to_k",
+            Target::SelfV => "attn1.to_v",
+            Target::SelfOut => "attn1.to_out.0",
+            Target::FfIn => "ff.net.0.proj",
+            Target::FfOut => "ff.net.2",
         }
     }
 
-    fn linear(self, attn: &mut Attention) -> &mut Linear {
+    fn linear(self, block: &mut BasicTransformerBlock) -> &mut Linear {
         match self {
-            Target::ToK => &mut attn.to_k,
-            Target::ToV => &mut attn.to_v,
-            Target::ToQ => &mut attn.to_q,
-            Target::ToOut => &mut attn.to_out,
+            Target::ToK => &mut block.attn2.to_k,
+            Target::ToV => &mut block.attn2.to_v,
+            Target::ToQ => &mut block.attn2.to_q,
+            Target::ToOut => &mut block.attn2.to_out,
+            Target::SelfQ => &mut block.attn1.to_q,
+            Target::SelfK => &mut block.attn1.to_k,
+            Target::SelfV => &mut block.attn1.to_v,
+            Target::SelfOut => &mut block.attn1.to_out,
+            Target::FfIn => &mut block.ff.proj,
+            Target::FfOut => &mut block.ff.out,
         }
     }
 }
@@ -83,8 +117,8 @@ pub struct Concept {
     pub token_id: i64,
 }
 
-/// Every cross-attention of the UNet with its PEFT module path, in checkpoint order.
-pub fn cross_attentions(unet: &mut UNet2DConditionModel) -> Vec<(String, &mut Attention)> {
+/// Every transformer block of the UNet with its PEFT module path, in checkpoint order.
+pub fn transformer_blocks(unet: &mut UNet2DConditionModel) -> Vec<(String, &mut BasicTransformerBlock)> {
     let mut out = Vec::new();
     for (i, b) in unet.down_blocks.iter_mut().enumerate() {
         visit(format!("unet.down_blocks.{i}"), &mut b.attentions, &mut out);
@@ -96,10 +130,15 @@ pub fn cross_attentions(unet: &mut UNet2DConditionModel) -> Vec<(String, &mut At
     out
 }
 
-fn visit<'a>(prefix: String, transformers: &'a mut [Transformer2DModel], out: &mut Vec<(String, &'a mut Attention)>) {
+/// Every cross-attention of the UNet with its PEFT module path, in checkpoint order.
+pub fn cross_attentions(unet: &mut UNet2DConditionModel) -> Vec<(String, &mut Attention)> {
+    transformer_blocks(unet).into_iter().map(|(path, block)| (format!("{path}.attn2"), &mut block.attn2)).collect()
+}
+
+fn visit<'a>(prefix: String, transformers: &'a mut [Transformer2DModel], out: &mut Vec<(String, &'a mut BasicTransformerBlock)>) {
     for (j, t) in transformers.iter_mut().enumerate() {
         for (k, block) in t.transformer_blocks.iter_mut().enumerate() {
-            out.push((format!("{prefix}.attentions.{j}.transformer_blocks.{k}.attn2"), &mut block.attn2));
+            out.push((format!("{prefix}.attentions.{j}.transformer_blocks.{k}"), block));
         }
     }
 }
@@ -128,9 +167,9 @@ impl Adapter {
         }
         let mut rng = Rng::new(seed);
         let (mut sites, mut down, mut up) = (Vec::new(), Vec::new(), Vec::new());
-        for (path, attn) in cross_attentions(unet) {
+        for (path, block) in transformer_blocks(unet) {
             for &target in &config.targets {
-                let [d_in, d_out] = target.linear(attn).weight.dims();
+                let [d_in, d_out] = target.linear(block).weight.dims();
                 // kaiming_uniform_(a=sqrt(5)) on [r, in] is U(-1/sqrt(in), 1/sqrt(in)).
                 let bound = 1.0 / (d_in as f32).sqrt();
                 let a: Vec<f32> = (0..d_in * config.rank).map(|_| (rng.uniform() as f32 * 2.0 - 1.0) * bound).collect();
@@ -157,7 +196,7 @@ impl Adapter {
     pub fn apply_unet(&self, unet: &UNet2DConditionModel) -> Result<UNet2DConditionModel> {
         let mut out = unet.clone();
         let mut index = 0;
-        for (path, attn) in cross_attentions(&mut out) {
+        for (path, block) in transformer_blocks(&mut out) {
             for &target in &self.config.targets {
                 let site = format!("{path}.{}", target.key());
                 if self.sites.get(index) != Some(&site) {
@@ -166,7 +205,7 @@ impl Adapter {
                         self.sites.get(index)
                     )));
                 }
-                target.linear(attn).lora = Some(Lora {
+                target.linear(block).lora = Some(Lora {
                     down: Param::from_tensor(self.down[index].clone()),
                     up: Param::from_tensor(self.up[index].clone()),
                     scale: self.config.scale(),
@@ -262,9 +301,9 @@ impl Adapter {
         let this = self.frozen(&model.text_encoder.token_embedding.val().device());
         let merged = this.apply_unet(&model.unet)?;
         let mut unet = merged;
-        for (_, attn) in cross_attentions(&mut unet) {
-            for target in [Target::ToK, Target::ToV, Target::ToQ, Target::ToOut] {
-                let linear = target.linear(attn);
+        for (_, block) in transformer_blocks(&mut unet) {
+            for target in Target::ALL {
+                let linear = target.linear(block);
                 if let Some(lora) = linear.lora.take() {
                     let delta = lora.down.val().matmul(lora.up.val()).mul_scalar(lora.scale);
                     linear.weight = Param::from_tensor(linear.weight.val() + delta);

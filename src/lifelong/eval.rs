@@ -172,8 +172,8 @@ pub fn run_method(
     progress: &mut dyn FnMut(String),
 ) -> Result<Vec<Row>> {
     let all = novel_concepts();
-    if options.concepts < 2 || options.concepts > all.len() {
-        return Err(Error::InvalidInput(format!("eval lifelong teaches 2 to {} concepts", all.len())));
+    if options.concepts == 0 || options.concepts > all.len() {
+        return Err(Error::InvalidInput(format!("eval lifelong teaches 1 to {} concepts", all.len())));
     }
     let taught: Vec<NovelConcept> = all[..options.concepts].to_vec();
     let mut learner = Learner::new(base.clone(), device.clone(), trained.clone(), options.adapter.clone())?;

@@ -57,6 +57,11 @@ pub struct LessonOptions {
     pub distill: f32,
     /// Elasticity: `lambda_c = lambda_0 * (1 + kappa * drift_c)`.
     pub kappa: f32,
+    /// Weight of the unconditional anchor: the adapted model's prediction for the empty prompt
+    /// is held to the base model's, on the lesson's own noised latents. Guidance extrapolates
+    /// from that prediction, so a lesson that moves it (every LoRA outside `attn2.to_k/to_v`
+    /// does) shifts colours and backgrounds of every image, concept or not.
+    pub uncond: f32,
     pub protection: Protection,
     pub seed: u64,
 }
@@ -71,6 +76,7 @@ impl Default for LessonOptions {
             mu: 1.0,
             distill: 1.0,
             kappa: 10.0,
+            uncond: 1.0,
             protection: Protection { replay: true, distill: true, ewc: 0.0, oa: 0.05 },
             seed: 0,
         }
@@ -242,9 +248,9 @@ fn step_loss(
     let mut distill_value = 0.0;
     if let (Some(teacher), true, true) = (teacher, no > 0, options.protection.distill) {
         let old_ids = ids[nf..].to_vec();
-        let x_old = x_t.narrow(0, nf, no);
+        let x_old = x_t.clone().narrow(0, nf, no);
         let taught = trainer.predict(teacher, x_old, &t[nf..], &old_ids)?.detach();
-        let gap = mse_per_example(pred.narrow(0, nf, no), taught.clone());
+        let gap = mse_per_example(pred.clone().narrow(0, nf, no), taught.clone());
         let own = mse_per_example(taught, target.narrow(0, nf, no));
         let concepts: Vec<Option<usize>> = old.iter().map(|r| r.concept).collect();
         let weights = elastic.update(&concepts, &gap, &own, options);
@@ -253,7 +259,21 @@ fn step_loss(
         distill_value = distill.clone().into_scalar::<f32>();
         loss = loss + distill;
     }
+    if options.uncond > 0.0 {
+        loss = loss + unconditional_anchor(trainer, adapter, x_t.narrow(0, 0, nf.min(2)), &t[..nf.min(2)])?.mul_scalar(options.uncond);
+    }
     Ok((loss, distill_value))
+}
+
+/// Mean squared gap between the adapted and the base model's empty-prompt predictions on `x_t`
+/// (classifier-free guidance's unconditional branch, kept where pretraining left it).
+fn unconditional_anchor(trainer: &Trainer, adapter: &Adapter, x_t: Tensor<4>, t: &[f32]) -> Result<Tensor<1>> {
+    let n = t.len();
+    let ids = trainer.ids(&vec![""; n])?;
+    let student = trainer.predict(adapter, x_t.clone(), t, &ids)?;
+    let context = adapter.encode_ids(&trainer.model.text_encoder, &ids, &trainer.device)?.detach();
+    let base = trainer.model.unet.forward_timesteps(x_t.detach(), t, &context).detach();
+    Ok(mse_per_example(student, base).mean())
 }
 
 /// ECD's elastic weights: per concept, running means of the student-teacher gap and of the

@@ -4,7 +4,7 @@
 
 use burn::prelude::*;
 
-use super::adapter::{cross_attentions, leaf, Adapter, AdapterConfig, Concept, Target};
+use super::adapter::{transformer_blocks, leaf, Adapter, AdapterConfig, Concept, Target};
 use super::learner::Learner;
 use super::memory::Memory;
 use super::store::{embedding_concept, embedding_name, ConceptEntry, NamedTensor, StateBlobs};
@@ -89,7 +89,8 @@ pub fn install(model: &mut LoadedModel, concepts: &[ConceptEntry], blobs: &State
 }
 
 /// The adapter a state holds (`None` for an empty state), on `device`, its concept tokens added
-/// to `tokenizer`. `fresh` gives the sites and targets.
+/// to `tokenizer`. The state's own LoRA names say which projections it adapts (so a store made
+/// with other targets than `fresh`'s still loads); `fresh` gives the seed shapes.
 fn adapter_from_blobs(
     unet: &mut UNet2DConditionModel,
     tokenizer: &mut ClipTokenizer,
@@ -99,12 +100,20 @@ fn adapter_from_blobs(
     device: &Device,
 ) -> Result<Option<Adapter>> {
     let find = |name: &str| blobs.adapter.iter().find(|t| t.name == name);
-    let rank = match fresh.sites.first().and_then(|s| find(&format!("{s}.lora_A.weight"))) {
-        Some(t) => t.shape.first().copied().unwrap_or(0),
-        None if concepts.is_empty() => return Ok(None), // nothing taught yet
-        None => return Err(missing(&fresh.sites[0])),
-    };
-    let config = AdapterConfig { rank, alpha: rank as f32, targets: fresh.config.targets.clone() };
+    let targets: Vec<Target> = Target::ALL
+        .into_iter()
+        .filter(|t| blobs.adapter.iter().any(|b| b.name.ends_with(&format!(".{}.lora_A.weight", t.key()))))
+        .collect();
+    if targets.is_empty() {
+        return match concepts.first() {
+            None => Ok(None), // nothing taught yet
+            Some(_) => Err(missing(&fresh.sites[0])),
+        };
+    }
+    let first = blobs.adapter.iter().find(|b| b.name.ends_with(".lora_A.weight")).map_or(0, |t| t.shape.first().copied().unwrap_or(0));
+    let rank = first.max(1);
+    let config = AdapterConfig { rank, alpha: rank as f32, targets };
+    let fresh = Adapter::new(unet, config.clone(), 0, device)?;
     let mut adapter = Adapter { config, concepts: Vec::new(), embeddings: Vec::new(), fisher: None, ..fresh.clone() };
     check_sites(unet, &adapter, blobs)?;
     for (i, site) in fresh.sites.iter().enumerate() {
@@ -137,9 +146,9 @@ fn missing(site: &str) -> Error {
 
 /// Every LoRA in the blobs must belong to a site of this model with a known target.
 fn check_sites(unet: &mut UNet2DConditionModel, adapter: &Adapter, blobs: &StateBlobs) -> Result<()> {
-    let known: Vec<String> = cross_attentions(unet)
+    let known: Vec<String> = transformer_blocks(unet)
         .into_iter()
-        .flat_map(|(p, _)| [Target::ToK, Target::ToV, Target::ToQ, Target::ToOut].map(|t| format!("{p}.{}", t.key())))
+        .flat_map(|(p, _)| Target::ALL.map(|t| format!("{p}.{}", t.key())))
         .collect();
     for t in &blobs.adapter {
         let Some(site) = t.name.strip_suffix(".lora_A.weight").or_else(|| t.name.strip_suffix(".lora_B.weight")) else { continue };

@@ -80,8 +80,8 @@ impl Attention {
 /// `FeedForward(activation_fn="geglu")`: `net.0.proj` to twice the inner width, GEGLU, `net.2`.
 #[derive(Module, Debug)]
 pub struct FeedForward {
-    proj: Linear,
-    out: Linear,
+    pub proj: Linear,
+    pub out: Linear,
 }
 
 impl FeedForward {
@@ -107,7 +107,7 @@ pub struct BasicTransformerBlock {
     norm2: LayerNorm,
     pub attn2: Attention,
     norm3: LayerNorm,
-    ff: FeedForward,
+    pub ff: FeedForward,
 }
 
 impl BasicTransformerBlock {
