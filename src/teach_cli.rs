@@ -121,25 +121,19 @@ pub fn model_dir(model: Option<PathBuf>) -> Result<PathBuf> {
 /// A store belongs to one base model: its id is the folder's name plus an FNV-1a hash of its
 /// configs and of each weights file's size, head and tail (cheap even for multi-GB checkpoints).
 pub fn model_id(dir: &Path) -> Result<String> {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    let mut feed = |bytes: &[u8]| {
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    };
+    let mut files = Vec::new();
     for part in ["unet", "text_encoder", "vae"] {
         let folder = dir.join(part);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&folder).map_err(|source| Error::Read { path: folder.clone(), source })?.flatten().map(|e| e.path()).collect();
-        files.sort();
-        for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "json" || e == "safetensors")) {
-            let bytes = std::fs::read(file).map_err(|source| Error::Read { path: file.clone(), source })?;
-            feed(&(bytes.len() as u64).to_le_bytes());
-            feed(&bytes[..bytes.len().min(65536)]);
-            feed(&bytes[bytes.len().saturating_sub(65536)..]);
+        for file in std::fs::read_dir(&folder).map_err(|source| Error::Read { path: folder.clone(), source })?.flatten().map(|e| e.path()) {
+            if file.extension().is_some_and(|e| e == "json" || e == "safetensors") {
+                let bytes = std::fs::read(&file).map_err(|source| Error::Read { path: file.clone(), source })?;
+                let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                files.push((format!("{part}/{name}"), bytes));
+            }
         }
     }
     let name = dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
-    Ok(format!("{name}-{hash:016x}"))
+    Ok(lifelong_diffusion::lifelong::store::model_id(&name, files.iter().map(|(p, b)| (p.as_str(), b.as_slice()))))
 }
 
 fn open_store(store: Option<PathBuf>, model: &Path) -> Result<FolderStore> {

@@ -1,8 +1,10 @@
 // The main page: model choice, generation with progress and live preview, gallery, the
-// per-word attention viewer, and the concept list. All compute runs in the worker (client.js).
+// per-word attention viewer, and the Teach panel with concept cards (teach.js). All compute runs
+// in the worker (client.js).
 import { WorkerClient } from './client.js';
 import { relativePaths } from './models.js';
 import { drawAttention } from './attention.js';
+import { TeachPanel } from './teach.js';
 
 const $ = (id) => document.getElementById(id);
 const BUILTIN = { kind: 'url', base: 'models/builtin/', name: 'built-in' };
@@ -12,6 +14,9 @@ const client = new WorkerClient({ onStatus: ({ kind, message }) => {
 } });
 let adapter = null;
 let modelReady = false;
+const teach = new TeachPanel(client, {
+  onPrompt: (token) => { $('prompt').value = `${$('prompt').value.trim()} ${token}`.trim(); $('prompt').focus(); },
+});
 
 function setStatus(state, text) {
   $('status').dataset.state = state;
@@ -32,14 +37,14 @@ async function start() {
     setStatus(noGpu ? 'no-webgpu' : 'error', noGpu
       ? 'This browser has no WebGPU, so images cannot be made here. Use a recent Chrome or Edge (113+), or turn WebGPU on in your browser\'s settings. Your concepts are still kept on this machine.'
       : `The GPU worker could not start: ${e.message}`);
-    refreshConcepts();
+    // Without WebGPU the model still loads for the concept store and lessons (on the CPU).
+    if (noGpu) await loadModel(BUILTIN, { quiet: true });
     return;
   }
-  refreshConcepts();
   await loadModel(BUILTIN);
 }
 
-async function loadModel(model) {
+async function loadModel(model, { quiet = false } = {}) {
   modelReady = false;
   $('generate').disabled = true;
   $('load-text').textContent = `loading ${model.name || model.base}…`;
@@ -50,12 +55,16 @@ async function loadModel(model) {
       $('load-text').textContent = `${file} ${(loaded / 1e6).toFixed(1)} MB`;
     });
     $('load-progress').value = 1;
-    $('load-text').textContent = `${model.name || model.base}: ${info.width}×${info.height} images, ready in ${((performance.now() - started) / 1000).toFixed(1)} s`;
-    modelReady = true;
-    $('generate').disabled = false;
+    const secs = ((performance.now() - started) / 1000).toFixed(1);
+    $('load-text').textContent = info.gpu
+      ? `${model.name || model.base}: ${info.width}×${info.height} images, ready in ${secs} s`
+      : `${model.name || model.base}: loaded in ${secs} s for teaching and the concept store (generation needs WebGPU)`;
+    modelReady = info.gpu;
+    $('generate').disabled = !info.gpu;
+    await teach.enable();
   } catch (e) {
     $('load-text').textContent = `could not load ${model.name || model.base}: ${e.message}`;
-    setStatus('error', `Model not loaded: ${e.message}`);
+    if (!quiet) setStatus('error', `Model not loaded: ${e.message}`);
   }
 }
 
@@ -142,26 +151,6 @@ function showAttention(result, options, img) {
   });
 }
 
-async function refreshConcepts() {
-  const list = $('concepts');
-  try {
-    const concepts = await client.store('list');
-    list.replaceChildren(...concepts.map((m) => {
-      const li = document.createElement('li');
-      li.textContent = `<${m.name}> v${m.version} (${m.files.length} files) `;
-      const remove = document.createElement('button');
-      remove.type = 'button';
-      remove.textContent = 'Remove';
-      remove.addEventListener('click', async () => { await client.store('remove', { name: m.name }); refreshConcepts(); });
-      li.append(remove);
-      return li;
-    }));
-    if (!concepts.length) list.innerHTML = '<li>none yet</li>';
-  } catch (e) {
-    list.textContent = `The concept store is unavailable: ${e.message}`;
-  }
-}
-
 function wireModelPanel() {
   const select = $('model-select');
   select.addEventListener('change', () => {
@@ -179,7 +168,8 @@ function wireModelPanel() {
 }
 
 // For tests and the curious: the page's client and a one-call generate.
-const ldApp = { client, refreshConcepts, generate, last: null, store: (op, args) => client.store(op, args) };
+// `teach.options` adds lesson options (tests: small memory settings).
+const ldApp = { client, teach, generate, last: null, refreshConcepts: () => teach.refresh(), concepts: (op, args) => client.concepts(op, args) };
 window.ldApp = ldApp;
 
 $('generate').addEventListener('click', generate);

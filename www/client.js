@@ -5,8 +5,10 @@
 const FATAL = new Set(['DeviceLostError', 'CrashedError']);
 
 export class WorkerClient {
-  constructor({ workerUrl = new URL('./worker.js', import.meta.url), onStatus = () => {} } = {}) {
+  /** `dbName`: another IndexedDB database for the concept store (the benchmark's scratch one). */
+  constructor({ workerUrl = new URL('./worker.js', import.meta.url), onStatus = () => {}, dbName } = {}) {
     this.workerUrl = workerUrl;
+    this.dbName = dbName;
     this.onStatus = onStatus;
     this.worker = null;
     this.pending = new Map();
@@ -28,29 +30,57 @@ export class WorkerClient {
     return this.ready;
   }
 
-  /** Loads `model` (`{ kind: 'url', base }` or `{ kind: 'files', name, files: [{ path, file }] }`). */
+  /** Loads `model` (`{ kind: 'url', base }` or `{ kind: 'files', name, files: [{ path, file }] }`).
+   * Without WebGPU the model still loads for the concept store and lessons (CPU); generation is refused. */
   async load(model, onProgress) {
-    await this.init();
+    await this.initForStore();
     this.model = model;
-    this.modelInfo = await this.call('load', { model }, onProgress);
+    this.modelInfo = await this.call('load', { model, dbName: this.dbName }, onProgress);
     return this.modelInfo;
+  }
+
+  /** init() that tolerates a missing WebGPU: the store and lessons do not need it. */
+  async initForStore() {
+    try {
+      await this.init();
+    } catch (e) {
+      if (e.name !== 'NoWebGpuError') throw e;
+    }
   }
 
   /** Generates; resolves to `{ png: Blob, width, height, msPerStep, totalMs, warnings, attention }`. */
   generate(options, onProgress) {
     // One generation at a time, in call order: the worker would refuse a second one as busy.
-    const run = this.queue.then(async () => {
+    return this.serial(async () => {
       await this.ensureModel();
       return this.call('generate', { options }, onProgress);
     });
-    this.queue = run.catch(() => {});
-    return run;
   }
 
-  /** The concept store (IndexedDB, in the worker): `op` is put, get, list, remove or close. */
-  store(op, args = {}) {
-    if (!this.worker) this.spawn();
-    return this.call('store', { op, ...args });
+  /** Teaches concept `name` from `files` (File/Blob pictures); resolves to `{ version, firstLoss,
+   * lastLoss, seconds, concepts, versions }`. `onProgress({ phase, step, total, loss })`. */
+  teach(name, files, options, onProgress) {
+    return this.serial(async () => {
+      await this.ensureLoaded();
+      return this.call('teach', { name, files: Array.from(files), options }, onProgress);
+    });
+  }
+
+  /** The concept store of the loaded model: `op` is list, remove (name), restore (version),
+   * export (version?) -> Blob, or import (file). Changes resolve to the new list. */
+  concepts(op, args = {}) {
+    return this.serial(async () => {
+      await this.ensureLoaded();
+      return this.call('concepts', { op, ...args });
+    });
+  }
+
+  /** Runs `task` after every earlier queued one: a lesson or a store change must not land in the
+   * middle of a generation (the worker would refuse to swap the model as busy). */
+  serial(task) {
+    const run = this.queue.then(task);
+    this.queue = run.catch(() => {});
+    return run;
   }
 
   terminate() {
@@ -60,11 +90,18 @@ export class WorkerClient {
     this.ready = null;
   }
 
+  /** The model loaded in the worker (after a restart too), with or without WebGPU. */
+  async ensureLoaded() {
+    await this.initForStore();
+    if (!this.model) throw Object.assign(new Error('no model is loaded; the concept store belongs to a model'), { name: 'NoModelError' });
+    if (!this.modelInfo) this.modelInfo = await this.call('load', { model: this.model, dbName: this.dbName });
+  }
+
   async ensureModel() {
     await this.init();
     if (!this.modelInfo && this.model) {
       this.onStatus({ kind: 'recovering', message: 'reloading the model on a fresh GPU device' });
-      this.modelInfo = await this.call('load', { model: this.model });
+      this.modelInfo = await this.call('load', { model: this.model, dbName: this.dbName });
     }
   }
 

@@ -5,10 +5,6 @@
 //   <lifelong-diffusion prompt="a red circle" steps="20" seed="1"></lifelong-diffusion>
 import { WorkerClient } from './client.js';
 
-function notYet(what) {
-  return Object.assign(new Error(`${what} is not available yet: it arrives with concept learning (lifelong learning issue)`), { name: 'NotYetAvailableError' });
-}
-
 function modelFor(model) {
   if (!model || model === 'builtin') return { kind: 'url', base: new URL('./models/builtin/', import.meta.url).href, name: 'built-in' };
   if (typeof model === 'string') return { kind: 'url', base: new URL(model, document.baseURI).href, name: model };
@@ -18,7 +14,7 @@ function modelFor(model) {
 /**
  * Opens the GPU (in a Web Worker) and loads `model`. Resolves to a generator:
  * `generate(prompt, { steps, guidance, seed, scheduler, negative, onProgress })` -> `{ png: Blob, width, height }`,
- * `teach(name, files, opts)`, `concepts.{ list, remove, export, import }`, `close()`.
+ * `teach(name, files, { steps, onProgress })`, `concepts.{ list, remove, export, import }`, `close()`.
  */
 export async function createGenerator({ model = 'builtin', worker = true, onLoadProgress } = {}) {
   if (worker !== true) {
@@ -35,12 +31,21 @@ export async function createGenerator({ model = 'builtin', worker = true, onLoad
       const r = await client.generate({ prompt, negative, steps, guidance, seed, scheduler }, onProgress);
       return { png: r.png, width: r.width, height: r.height, msPerStep: r.msPerStep };
     },
-    async teach() { throw notYet('teach()'); },
+    // A lesson on this machine's CPU (in the worker); the pictures never leave it. Resolves to
+    // `{ version, firstLoss, lastLoss, seconds, concepts }`; then `<name>` works in prompts.
+    // Other options (seed, words, batch, memory) go to the lesson as they are.
+    async teach(name, files, { steps = 100, onProgress, ...rest } = {}) {
+      return client.teach(name, files, { steps, ...rest }, onProgress);
+    },
     concepts: {
-      list: async () => client.store('list'),
-      remove: async (name) => client.store('remove', { name }),
-      export: async () => { throw notYet('concepts.export()'); },
-      import: async () => { throw notYet('concepts.import()'); },
+      /** `[{ name, token, addedIn, thumbnail }]` of the current version. */
+      list: async () => (await client.concepts('list')).concepts,
+      /** A new version without `name`; resolves to the remaining concepts. */
+      remove: async (name) => (await client.concepts('remove', { name })).concepts,
+      /** The current concepts as one portable file (a safetensors Blob, as the CLI's `concepts export`). */
+      export: async () => client.concepts('export'),
+      /** Replaces the concepts with an exported file's (checked first; the old version stays restorable). */
+      import: async (file) => (await client.concepts('import', { file })).concepts,
     },
     close: () => client.terminate(),
   };

@@ -167,6 +167,28 @@ pub enum StoreError {
     DiskFull { path: String },
 }
 
+/// The id a store records for its base model, the same natively and in the page: `name` and an
+/// FNV-64 over the `.json` and `.safetensors` files directly in `unet/`, `text_encoder/` and
+/// `vae/` (in that order, each by path): their length, first and last 64 KiB (cheap for GB files,
+/// and any retrained weight changes them). `files` are `(path relative to the model folder, bytes)`.
+pub fn model_id<'a>(name: &str, files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    const PARTS: [&str; 3] = ["unet", "text_encoder", "vae"];
+    let mut picked: Vec<(usize, &str, &[u8])> = files
+        .into_iter()
+        .filter(|(path, _)| (path.ends_with(".json") || path.ends_with(".safetensors")) && path.matches('/').count() == 1)
+        .filter_map(|(path, bytes)| PARTS.iter().position(|p| path.split('/').next() == Some(*p)).map(|k| (k, path, bytes)))
+        .collect();
+    picked.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut feed = |bytes: &[u8]| bytes.iter().for_each(|&b| hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    for (_, _, bytes) in picked {
+        feed(&(bytes.len() as u64).to_le_bytes());
+        feed(&bytes[..bytes.len().min(65536)]);
+        feed(&bytes[bytes.len().saturating_sub(65536)..]);
+    }
+    format!("{name}-{hash:016x}")
+}
+
 /// Checks a concept name: 1-48 characters of `[a-z0-9_-]`.
 pub fn validate_concept_name(name: &str) -> Result<(), StoreError> {
     let bad = |reason| Err(StoreError::InvalidName { name: name.to_string(), reason });

@@ -55,6 +55,13 @@ impl From<WebError> for JsValue {
     }
 }
 
+/// A value JS threw while Rust read the page's arguments (a `Map` iterator, a getter).
+impl From<JsValue> for WebError {
+    fn from(value: JsValue) -> Self {
+        WebError::InvalidOptions(js_message(&value))
+    }
+}
+
 /// The message of a thrown JS value (an `Error`, a `DOMException` or anything else).
 pub(crate) fn js_message(value: &JsValue) -> String {
     use wasm_bindgen::JsCast;

@@ -3,17 +3,18 @@
 //! callback sees true milliseconds per step and a preview of the latents.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use burn::prelude::*;
 use js_sys::{Function, Object, Reflect, Uint8Array};
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
 
 use super::error::WebError;
-use crate::loader::{self, MemoryFiles};
+use super::store::ConceptStore;
+use super::teach::memory_files;
+use crate::lifelong::state;
+use crate::loader::{self, LoadedModel};
 use crate::pipeline::{self, GenerateOptions, Pipeline};
 use crate::scheduler::SchedulerKind;
 
@@ -77,6 +78,8 @@ impl Options {
 #[wasm_bindgen]
 pub struct Generator {
     device: Device,
+    /// The model as loaded, without concepts: `useConcepts` installs a store's state on a copy.
+    base: Rc<RefCell<Option<LoadedModel>>>,
     pipeline: Rc<RefCell<Option<Rc<Pipeline>>>>,
     busy: Rc<Cell<bool>>,
     lost: Rc<RefCell<Option<String>>>,
@@ -95,7 +98,7 @@ impl Generator {
             return Err(WebError::NoWebGpu("navigator.gpu is missing".into()).into());
         }
         let device = Device::wgpu_options().init_async().await.map_err(|e| WebError::NoWebGpu(e.to_string()))?;
-        Ok(Generator { device, pipeline: Rc::default(), busy: Rc::default(), lost: Rc::default() })
+        Ok(Generator { device, base: Rc::default(), pipeline: Rc::default(), busy: Rc::default(), lost: Rc::default() })
     }
 
     /// Loads a diffusers pipeline from `files` (a `Map` of relative path -> `Uint8Array`, e.g.
@@ -105,16 +108,12 @@ impl Generator {
         if self.busy.get() {
             return Err(WebError::Busy("a generation is running").into());
         }
-        let mut map = HashMap::new();
-        for entry in files.entries() {
-            let pair: js_sys::Array = entry?.unchecked_into();
-            let path = pair.get(0).as_string().ok_or_else(|| WebError::InvalidOptions("file paths must be strings".into()))?;
-            let bytes = pair.get(1).dyn_into::<Uint8Array>().map_err(|_| WebError::InvalidOptions(format!("{path}: bytes must be a Uint8Array")))?;
-            map.insert(path, bytes.to_vec());
-        }
+        let files = memory_files(&name, &files)?;
         // Drop the old model first: two models at once may not fit the adapter's memory.
         self.pipeline.replace(None);
-        let model = loader::load(&MemoryFiles { name, files: map }, &self.device).map_err(WebError::Model)?;
+        self.base.replace(None);
+        let model = loader::load(&files, &self.device).map_err(WebError::Model)?;
+        self.base.replace(Some(model.clone()));
         let pipeline = Pipeline::new(model, self.device.clone());
         let [height, width] = pipeline.image_size();
         self.pipeline.replace(Some(Rc::new(pipeline)));
@@ -143,6 +142,32 @@ impl Generator {
         })
     }
 
+    /// Makes generation use the current version of `store` (the path of the CLI's `generate
+    /// --store`: `lifelong::state::install`), or the plain model when the store is empty.
+    /// Resolves to the installed concept tokens (`["<cat>", ...]`).
+    #[wasm_bindgen(js_name = useConcepts)]
+    pub fn use_concepts(&self, store: &ConceptStore) -> js_sys::Promise {
+        let (this, store) = (self.handle(), store.clone());
+        wasm_bindgen_futures::future_to_promise(async move {
+            this.check_usable()?;
+            if this.busy.get() {
+                return Err(WebError::Busy("a generation is running").into());
+            }
+            let mut model = this.base.borrow().clone().ok_or(WebError::NoModel)?;
+            let manifest = store.read_manifest().await?;
+            let mut tokens = Vec::new();
+            if manifest.current.is_some() {
+                let (entry, blobs) = store.load(None).await?;
+                // Read the state on the CPU: install() moves it to the GPU with to_data(), which
+                // WebGPU could only do asynchronously.
+                state::install(&mut model, &entry.concepts, &blobs, &Device::flex()).map_err(WebError::Model)?;
+                tokens = entry.concepts.iter().map(|c| JsValue::from_str(&c.token)).collect();
+            }
+            this.pipeline.replace(Some(Rc::new(Pipeline::new(model, this.device.clone()))));
+            Ok(tokens.into_iter().collect::<js_sys::Array>().into())
+        })
+    }
+
     /// Whether a model is loaded.
     #[wasm_bindgen(getter)]
     pub fn loaded(&self) -> bool {
@@ -152,7 +177,13 @@ impl Generator {
 
 impl Generator {
     fn handle(&self) -> Generator {
-        Generator { device: self.device.clone(), pipeline: self.pipeline.clone(), busy: self.busy.clone(), lost: self.lost.clone() }
+        Generator {
+            device: self.device.clone(),
+            base: self.base.clone(),
+            pipeline: self.pipeline.clone(),
+            busy: self.busy.clone(),
+            lost: self.lost.clone(),
+        }
     }
 
     fn check_usable(&self) -> Result<(), WebError> {
@@ -219,7 +250,7 @@ fn rgba(rgb: &[u8]) -> Vec<u8> {
     rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect()
 }
 
-fn object(fields: &[(&str, JsValue)]) -> JsValue {
+pub(crate) fn object(fields: &[(&str, JsValue)]) -> JsValue {
     let obj = Object::new();
     for (key, value) in fields {
         // Setting a plain property on a fresh object cannot fail.

@@ -1,88 +1,60 @@
-//! The concept store in IndexedDB: one typed wrapper over the schema below.
+//! The concept store in IndexedDB: the browser edge of the one store schema
+//! (`crate::lifelong::store`: manifest, versions, checksums, retention, export/import), as
+//! `src/native_store.rs` is its folder edge.
 //!
-//! Schema version [`SCHEMA_VERSION`] of database [`DB_NAME`]:
-//! - store [`CONCEPTS`]: concept name -> its manifest (JSON text, [`Manifest`]);
-//! - store [`BLOBS`]: `name/v{version}/{path}` -> bytes (`Uint8Array`), the files a manifest lists.
+//! Database [`DB_NAME`], IndexedDB schema [`SCHEMA_VERSION`]:
+//! - object store [`MANIFESTS`]: model id -> the store manifest's JSON text (one store per model,
+//!   as natively one folder belongs to one model);
+//! - object store [`FILES`]: `{model id}/{path}` -> bytes (`Uint8Array`), `path` as the manifest
+//!   lists it (`v3/adapter.safetensors`, `v3/memory/0.safetensors`).
 //!
-//! A save writes the new version's blobs, the manifest and the removal of the old version's blobs
-//! in one readwrite transaction: a reload, a crash or a full disk in the middle aborts it, and the
-//! previous version stays whole. Quota errors come back as `QuotaError`, with nothing changed.
-
-use std::collections::HashMap;
+//! A change writes the new version's files, the new manifest and the deletion of the versions the
+//! retention rule drops in ONE readwrite transaction: a reload, a crash or a full disk in the
+//! middle aborts it and the previous version stays current and whole. A full disk comes back as
+//! `QuotaError`, with nothing changed.
 
 use js_sys::{Array, Map, Promise, Uint8Array};
-use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::future_to_promise;
-use web_sys::{IdbDatabase, IdbTransactionMode};
+use web_sys::{IdbDatabase, IdbKeyRange, IdbObjectStore, IdbTransaction, IdbTransactionMode};
 
 use super::error::WebError;
 use super::idb;
+use crate::lifelong::store::{
+    decode_version, export_file, import_file, Manifest, PendingVersion, ShapeCheck, StateBlobs, StoreError, VersionEntry,
+};
 
 /// The database the page uses (tests pass another name to start empty).
 pub const DB_NAME: &str = "lifelong-diffusion";
-/// Bump with a migration in [`upgrade`] whenever the stores or the manifest change shape.
-pub const SCHEMA_VERSION: u32 = 1;
-pub const CONCEPTS: &str = "concepts";
-pub const BLOBS: &str = "blobs";
-/// `format` of every manifest, so an exported file says what it is.
-pub const FORMAT: &str = "lifelong-diffusion-concept";
-
-/// What the store keeps per concept; the lesson (issue 5) fills `meta`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    pub format: String,
-    pub schema: u32,
-    pub name: String,
-    /// 1 for the first save, +1 for each save of the same name.
-    pub version: u32,
-    pub files: Vec<FileEntry>,
-    /// Free-form lesson data (token, base model, steps, loss, ...).
-    #[serde(default)]
-    pub meta: serde_json::Value,
-    /// Milliseconds since the Unix epoch.
-    pub saved_at: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FileEntry {
-    pub path: String,
-    pub bytes: usize,
-}
-
-fn blob_key(name: &str, version: u32, path: &str) -> String {
-    format!("{name}/v{version}/{path}")
-}
-
-fn check_name(name: &str) -> Result<(), WebError> {
-    let ok = !name.trim().is_empty() && name.chars().count() <= 64 && !name.contains('/') && !name.chars().any(char::is_control);
-    if ok {
-        Ok(())
-    } else {
-        Err(WebError::InvalidOptions(format!("concept name {name:?} must be 1-64 characters, without '/' or control characters")))
-    }
-}
+/// 2: the lifelong store schema (1 held the pre-lesson test format, never written by a lesson).
+pub const SCHEMA_VERSION: u32 = 2;
+pub const MANIFESTS: &str = "manifests";
+pub const FILES: &str = "files";
 
 fn upgrade(db: &IdbDatabase, old_version: u32) -> Result<(), JsValue> {
-    if old_version < 1 {
-        db.create_object_store(CONCEPTS)?;
-        db.create_object_store(BLOBS)?;
+    if old_version < 2 {
+        // Schema 1 only ever held test data (no lesson wrote it); absent stores throw NotFoundError.
+        let _ = db.delete_object_store("concepts");
+        let _ = db.delete_object_store("blobs");
+        db.create_object_store(MANIFESTS)?;
+        db.create_object_store(FILES)?;
     }
     Ok(())
 }
 
-/// The concept store, open.
+/// The store of one model, open.
 #[wasm_bindgen]
 #[derive(Clone)]
 pub struct ConceptStore {
     db: IdbDatabase,
+    model_id: String,
 }
 
 #[wasm_bindgen]
 impl ConceptStore {
-    /// Opens (creating or upgrading) the store; `db_name` defaults to the page's database.
-    pub async fn open(db_name: Option<String>) -> Result<ConceptStore, JsValue> {
+    /// Opens (creating or upgrading) the store of `model_id`; `db_name` defaults to the page's.
+    pub async fn open(db_name: Option<String>, model_id: String) -> Result<ConceptStore, JsValue> {
         let name = db_name.unwrap_or_else(|| DB_NAME.to_string());
         let db = idb::open(&name, SCHEMA_VERSION, upgrade).await?;
         // Let a newer page upgrade the schema instead of waiting on this connection forever.
@@ -90,39 +62,84 @@ impl ConceptStore {
         let on_change = Closure::<dyn Fn()>::new(move || closer.close());
         db.set_onversionchange(Some(on_change.as_ref().unchecked_ref()));
         on_change.forget(); // one per open database, lives as long as it
-        Ok(ConceptStore { db })
+        Ok(ConceptStore { db, model_id })
     }
 
-    /// The schema version this build writes.
+    /// The id of a model given as the `Map` of path -> `Uint8Array` the generator loads: `name`
+    /// (the folder's name) plus FNV-1a of the unet, text encoder and VAE files' sizes, heads and
+    /// tails: `lifelong::store::model_id`, which the CLI uses too, so exports move between the two.
+    #[wasm_bindgen(js_name = modelIdOf)]
+    pub fn model_id_of(name: String, files: Map) -> Result<String, JsValue> {
+        let mut paths = Vec::new();
+        for entry in files.entries() {
+            let pair: Array = entry?.unchecked_into();
+            let path = pair.get(0).as_string().unwrap_or_default();
+            let Ok(bytes) = pair.get(1).dyn_into::<Uint8Array>() else {
+                return Err(WebError::InvalidOptions(format!("{path}: bytes must be a Uint8Array")).into());
+            };
+            paths.push((path, bytes.to_vec()));
+        }
+        Ok(crate::lifelong::store::model_id(&name, paths.iter().map(|(p, b)| (p.as_str(), b.as_slice()))))
+    }
+
+    #[wasm_bindgen(getter, js_name = modelId)]
+    pub fn model_id(&self) -> String {
+        self.model_id.clone()
+    }
+
+    /// The IndexedDB schema version this build writes.
     #[wasm_bindgen(js_name = schemaVersion)]
     pub fn schema_version() -> u32 {
         SCHEMA_VERSION
     }
 
-    /// Saves `files` (a `Map` of path -> `Uint8Array`) as the next version of concept `name`,
-    /// atomically. Resolves to the new manifest's JSON.
-    pub fn put(&self, name: String, meta_json: String, files: Map) -> Promise {
+    /// Resolves to the manifest as JSON text (`{ model_id, current, versions: [{ version, note,
+    /// concepts: [{ name, token, meta }], files, lesson }] }`); an empty store has no versions.
+    pub fn manifest(&self) -> Promise {
         let this = self.clone();
-        future_to_promise(async move { this.put_impl(name, meta_json, files).await.map(JsValue::from) })
+        future_to_promise(async move { Ok(String::from_utf8_lossy(&this.read_manifest().await?.to_json()).into_owned().into()) })
     }
 
-    /// Resolves to `{ manifest, files }` (manifest JSON, a `Map` of path -> `Uint8Array`), or
-    /// `null` when there is no concept `name`.
-    pub fn get(&self, name: String) -> Promise {
-        let this = self.clone();
-        future_to_promise(async move { this.get_impl(name).await })
-    }
-
-    /// Resolves to every concept's manifest JSON (an array of strings), sorted by name.
-    pub fn list(&self) -> Promise {
-        let this = self.clone();
-        future_to_promise(async move { this.list_impl().await.map(|v| v.into_iter().map(JsValue::from).collect::<Array>().into()) })
-    }
-
-    /// Removes concept `name` and its files in one transaction. Resolves to whether it existed.
+    /// A new version without concept `name`; resolves to its number.
     pub fn remove(&self, name: String) -> Promise {
         let this = self.clone();
-        future_to_promise(async move { this.remove_impl(name).await.map(JsValue::from) })
+        future_to_promise(async move {
+            let (_, blobs) = this.load(None).await?;
+            let pending = this.read_manifest().await?.plan_remove(&name, &blobs, js_sys::Date::now()).map_err(store)?;
+            Ok(this.commit(pending).await?.into())
+        })
+    }
+
+    /// Makes an earlier version current again, after checking it decodes whole.
+    pub fn restore(&self, version: u32) -> Promise {
+        let this = self.clone();
+        future_to_promise(async move {
+            this.load(Some(version)).await?;
+            let mut manifest = this.read_manifest().await?;
+            manifest.restore(version).map_err(store)?;
+            this.write(&manifest, &[], &[]).await?;
+            Ok(version.into())
+        })
+    }
+
+    /// The current version (or `version`) as one portable safetensors file (`Uint8Array`), the
+    /// same format as `lifelong-diffusion concepts export`.
+    #[wasm_bindgen(js_name = exportFile)]
+    pub fn export_file(&self, version: Option<u32>) -> Promise {
+        let this = self.clone();
+        future_to_promise(async move {
+            let (entry, blobs) = this.load(version).await?;
+            let bytes = export_file(&this.model_id, &entry, &blobs).map_err(store)?;
+            Ok(Uint8Array::from(bytes.as_slice()).into())
+        })
+    }
+
+    /// Imports an exported file as the new current version (it replaces the concepts; the
+    /// previous version stays restorable), checked for format, model, names and shapes.
+    #[wasm_bindgen(js_name = importFile)]
+    pub fn import_file(&self, bytes: Uint8Array) -> Promise {
+        let this = self.clone();
+        future_to_promise(async move { Ok(this.import_bytes(&bytes.to_vec()).await?.into()) })
     }
 
     /// Closes the connection (tests reopen the same database after this).
@@ -131,127 +148,126 @@ impl ConceptStore {
     }
 }
 
+fn store(e: StoreError) -> WebError {
+    match e {
+        StoreError::InvalidName { .. } | StoreError::DuplicateConcept(_) | StoreError::UnknownConcept { .. } | StoreError::UnknownVersion { .. } => {
+            WebError::InvalidOptions(e.to_string())
+        }
+        _ => WebError::Store(e.to_string()),
+    }
+}
+
 impl ConceptStore {
-    /// Saves `files` (a `Map` of path -> `Uint8Array`) as the next version of concept `name`,
-    /// atomically. Resolves to the new manifest's JSON.
-    async fn put_impl(&self, name: String, meta_json: String, files: Map) -> Result<String, JsValue> {
-        check_name(&name)?;
-        let meta: serde_json::Value = serde_json::from_str(&meta_json).map_err(|e| WebError::InvalidOptions(format!("meta: {e}")))?;
-        let files = file_map(&files)?;
-        let old = self.manifest(&name).await?;
-        let mut entries: Vec<FileEntry> = files.iter().map(|(path, bytes)| FileEntry { path: path.clone(), bytes: bytes.length() as usize }).collect();
-        entries.sort_by(|a, b| a.path.cmp(&b.path));
-        let manifest = Manifest {
-            format: FORMAT.into(),
-            schema: SCHEMA_VERSION,
-            name: name.clone(),
-            version: old.as_ref().map_or(1, |m| m.version + 1),
-            files: entries,
-            meta,
-            saved_at: js_sys::Date::now(),
-        };
-        let json = serde_json::to_string(&manifest).map_err(|e| WebError::Store(e.to_string()))?;
-        let what = format!("concept {name:?}");
-        let tx = self.transaction(IdbTransactionMode::Readwrite, &what)?;
-        let (concepts, blobs) = stores(&tx, &what)?;
-        // Every request before any await (see idb.rs).
-        for (path, bytes) in &files {
-            blobs.put_with_key(bytes, &blob_key(&name, manifest.version, path).into()).map_err(|e| idb::store_error(&e, &what))?;
+    /// The manifest as stored now (re-read each time: another tab may have changed it).
+    pub async fn read_manifest(&self) -> Result<Manifest, WebError> {
+        let what = "the concept store's manifest";
+        let tx = self.transaction(IdbTransactionMode::Readonly, what)?;
+        let req = object_store(&tx, MANIFESTS, what)?.get(&self.model_id.as_str().into()).map_err(|e| idb::store_error(&e, what))?;
+        let value = idb::request(req, what).await?;
+        match value.as_string() {
+            None => Ok(Manifest::new(&self.model_id)),
+            Some(json) => {
+                let m = Manifest::from_json(json.as_bytes(), "manifest.json").map_err(store)?;
+                m.check_model(&self.model_id, "manifest.json").map_err(store)?;
+                Ok(m)
+            }
         }
-        concepts.put_with_key(&JsValue::from_str(&json), &name.as_str().into()).map_err(|e| idb::store_error(&e, &what))?;
-        for entry in old.iter().flat_map(|m| m.files.iter().map(move |f| blob_key(&m.name, m.version, &f.path))) {
-            blobs.delete(&entry.into()).map_err(|e| idb::store_error(&e, &what))?;
-        }
-        idb::committed(tx, &what).await?;
-        Ok(json)
     }
 
-    /// Resolves to `{ manifest, files }` (manifest JSON, a `Map` of path -> `Uint8Array`), or
-    /// `null` when there is no concept `name`.
-    async fn get_impl(&self, name: String) -> Result<JsValue, JsValue> {
-        let Some(manifest) = self.manifest(&name).await? else { return Ok(JsValue::NULL) };
-        let what = format!("concept {name:?}");
-        let tx = self.transaction(IdbTransactionMode::Readonly, &what)?;
-        let (_, blobs) = stores(&tx, &what)?;
-        let mut pending = Vec::new();
-        for f in &manifest.files {
-            let key = blob_key(&name, manifest.version, &f.path);
-            pending.push((f.path.clone(), blobs.get(&key.into()).map_err(|e| idb::store_error(&e, &what))?));
+    /// Version `version` (the current one for `None`), its files' sizes and checksums checked.
+    pub async fn load(&self, version: Option<u32>) -> Result<(VersionEntry, StateBlobs), WebError> {
+        let manifest = self.read_manifest().await?;
+        let entry = match version {
+            Some(v) => manifest.entry(v),
+            None => manifest.current_entry(),
         }
-        let files = Map::new();
+        .map_err(store)?
+        .clone();
+        let what = format!("version {}", entry.version);
+        let tx = self.transaction(IdbTransactionMode::Readonly, &what)?;
+        let files = object_store(&tx, FILES, &what)?;
+        // Every request before the first await (idb.rs).
+        let mut pending = Vec::new();
+        for f in &entry.files {
+            pending.push((f.path.clone(), files.get(&self.key(&f.path).into()).map_err(|e| idb::store_error(&e, &what))?));
+        }
+        let mut read = Vec::new();
         for (path, req) in pending {
             let value = idb::request(req, &what).await?;
-            if value.is_undefined() {
-                return Err(WebError::Store(format!("{what}: file {path} is missing; remove the concept and import it again")).into());
-            }
-            files.set(&path.into(), &value);
+            read.push((path, value.dyn_into::<Uint8Array>().ok().map(|b| b.to_vec())));
         }
-        let json = serde_json::to_string(&manifest).map_err(|e| WebError::Store(e.to_string()))?;
-        let out = js_sys::Object::new();
-        js_sys::Reflect::set(&out, &"manifest".into(), &json.into())?;
-        js_sys::Reflect::set(&out, &"files".into(), &files)?;
-        Ok(out.into())
+        let blobs = decode_version(&entry, |path| {
+            read.iter().find(|(p, _)| p == path).and_then(|(_, b)| b.clone()).ok_or(StoreError::FileMissing { file: path.into() })
+        })
+        .map_err(store)?;
+        Ok((entry, blobs))
     }
 
-    /// Resolves to every concept's manifest JSON, sorted by name.
-    async fn list_impl(&self) -> Result<Vec<String>, JsValue> {
-        let tx = self.transaction(IdbTransactionMode::Readonly, "the concept list")?;
-        let (concepts, _) = stores(&tx, "the concept list")?;
-        let all = concepts.get_all().map_err(|e| idb::store_error(&e, "the concept list"))?;
-        let values: Array = idb::request(all, "the concept list").await?.unchecked_into();
-        let mut out: Vec<String> = values.iter().filter_map(|v| v.as_string()).collect();
-        out.sort_by_key(|json| serde_json::from_str::<Manifest>(json).map(|m| m.name).unwrap_or_default());
-        Ok(out)
-    }
-
-    /// Removes concept `name` and its files in one transaction. Resolves to whether it existed.
-    async fn remove_impl(&self, name: String) -> Result<bool, JsValue> {
-        let Some(manifest) = self.manifest(&name).await? else { return Ok(false) };
-        let what = format!("concept {name:?}");
-        let tx = self.transaction(IdbTransactionMode::Readwrite, &what)?;
-        let (concepts, blobs) = stores(&tx, &what)?;
-        concepts.delete(&name.as_str().into()).map_err(|e| idb::store_error(&e, &what))?;
-        for f in &manifest.files {
-            blobs.delete(&blob_key(&name, manifest.version, &f.path).into()).map_err(|e| idb::store_error(&e, &what))?;
+    /// Makes a planned version current: its files and the manifest switch in one transaction.
+    pub async fn commit(&self, pending: PendingVersion) -> Result<u32, WebError> {
+        let version = pending.entry.version;
+        let mut manifest = self.read_manifest().await?;
+        if manifest.next_version() != version {
+            return Err(WebError::Store(format!("another tab changed the concept store while version {version} was made; nothing was saved, try again")));
         }
-        idb::committed(tx, &what).await?;
-        Ok(true)
+        let dropped = manifest.switch_to(pending.entry);
+        self.write(&manifest, &pending.files, &dropped).await?;
+        Ok(version)
     }
 
-    fn transaction(&self, mode: IdbTransactionMode, what: &str) -> Result<web_sys::IdbTransaction, WebError> {
-        let names = Array::of2(&CONCEPTS.into(), &BLOBS.into());
+    async fn import_bytes(&self, bytes: &[u8]) -> Result<u32, WebError> {
+        let manifest = self.read_manifest().await?;
+        let current = match manifest.current {
+            Some(_) => Some(self.load(None).await?.1),
+            None => None,
+        };
+        let check = current.as_ref().map_or(ShapeCheck::Any, |b| ShapeCheck::LikeAdapter(&b.adapter));
+        let imported = import_file(bytes, "the imported file", &self.model_id, check).map_err(store)?;
+        let version = manifest.next_version();
+        let mut concepts = imported.concepts;
+        for c in &mut concepts {
+            c.added_in = version; // versions of the exporting store mean nothing here
+        }
+        let pending = manifest.plan_new_version("import", concepts, &imported.blobs, imported.lesson, js_sys::Date::now()).map_err(store)?;
+        self.commit(pending).await
+    }
+
+    /// One readwrite transaction: `files`, then the manifest, then the deletion of `dropped`
+    /// version folders. All requests are issued before the first await.
+    async fn write(&self, manifest: &Manifest, files: &[(String, Vec<u8>)], dropped: &[String]) -> Result<(), WebError> {
+        let what = "the concept store";
+        let tx = self.transaction(IdbTransactionMode::Readwrite, what)?;
+        let (manifests, blobs) = (object_store(&tx, MANIFESTS, what)?, object_store(&tx, FILES, what)?);
+        let err = |e: JsValue| idb::store_error(&e, what);
+        for (path, bytes) in files {
+            blobs.put_with_key(&Uint8Array::from(bytes.as_slice()), &self.key(path).into()).map_err(err)?;
+        }
+        let json = String::from_utf8_lossy(&manifest.to_json()).into_owned();
+        manifests.put_with_key(&json.into(), &self.model_id.as_str().into()).map_err(err)?;
+        for dir in dropped {
+            let range: JsValue = self.folder_range(dir)?.into();
+            blobs.delete(&range).map_err(err)?;
+        }
+        idb::committed(tx, what).await
+    }
+
+    fn key(&self, path: &str) -> String {
+        format!("{}/{path}", self.model_id)
+    }
+
+    /// Every key under `{model}/{dir}/`.
+    fn folder_range(&self, dir: &str) -> Result<IdbKeyRange, WebError> {
+        let lower = self.key(&format!("{dir}/"));
+        let upper = format!("{lower}\u{ffff}");
+        IdbKeyRange::bound(&JsValue::from(lower), &JsValue::from(upper)).map_err(|e| idb::store_error(&e, "a version folder"))
+    }
+
+    fn transaction(&self, mode: IdbTransactionMode, what: &str) -> Result<IdbTransaction, WebError> {
+        let names = Array::of2(&MANIFESTS.into(), &FILES.into());
         self.db.transaction_with_str_sequence_and_mode(&names, mode).map_err(|e| idb::store_error(&e, what))
     }
-
-    async fn manifest(&self, name: &str) -> Result<Option<Manifest>, WebError> {
-        let what = format!("concept {name:?}");
-        let tx = self.transaction(IdbTransactionMode::Readonly, &what)?;
-        let (concepts, _) = stores(&tx, &what)?;
-        let req = concepts.get(&name.into()).map_err(|e| idb::store_error(&e, &what))?;
-        let value = idb::request(req, &what).await?;
-        let Some(json) = value.as_string() else { return Ok(None) };
-        let manifest: Manifest = serde_json::from_str(&json).map_err(|e| WebError::Store(format!("{what}: unreadable manifest ({e}); remove it and import it again")))?;
-        Ok(Some(manifest))
-    }
 }
 
-fn stores(tx: &web_sys::IdbTransaction, what: &str) -> Result<(web_sys::IdbObjectStore, web_sys::IdbObjectStore), WebError> {
-    let concepts = tx.object_store(CONCEPTS).map_err(|e| idb::store_error(&e, what))?;
-    let blobs = tx.object_store(BLOBS).map_err(|e| idb::store_error(&e, what))?;
-    Ok((concepts, blobs))
-}
-
-/// A JS `Map` of path -> `Uint8Array`, checked.
-fn file_map(files: &Map) -> Result<HashMap<String, Uint8Array>, WebError> {
-    let mut out = HashMap::new();
-    for entry in files.entries() {
-        let pair: Array = entry.map_err(|e| WebError::InvalidOptions(super::error::js_message(&e)))?.unchecked_into();
-        let path = pair.get(0).as_string().ok_or_else(|| WebError::InvalidOptions("file paths must be strings".into()))?;
-        let bytes = pair.get(1).dyn_into::<Uint8Array>().map_err(|_| WebError::InvalidOptions(format!("{path}: bytes must be a Uint8Array")))?;
-        out.insert(path, bytes);
-    }
-    if out.is_empty() {
-        return Err(WebError::InvalidOptions("a concept needs at least one file".into()));
-    }
-    Ok(out)
+fn object_store(tx: &IdbTransaction, name: &str, what: &str) -> Result<IdbObjectStore, WebError> {
+    tx.object_store(name).map_err(|e| idb::store_error(&e, what))
 }

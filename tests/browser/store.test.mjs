@@ -1,10 +1,14 @@
-// Without WebGPU: the page says so, and the concept store (IndexedDB, written by the Rust wrapper
-// in the worker) still works: versioned saves, survival across reload and browser restart with the
-// same profile, and a reload in the middle of a save leaves the previous version whole.
+// Without WebGPU: the page says so, and the concept store (IndexedDB, the Rust edge of the one
+// store schema, in the worker) still works for the built-in model: imports are checked and make
+// versions, survive a reload and a browser restart with the same profile, and a reload in the
+// middle of a big save leaves a whole version. (Generation needs WebGPU; teach.test.mjs.)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { serve, launch, profileDir, ensureScreenshots } from './lib.mjs';
+import { serve, launch, profileDir, binary } from './lib.mjs';
 
 let server;
 let browser;
@@ -17,6 +21,8 @@ async function open() {
   page = await browser.context.newPage();
   await page.goto(`${server.origin}/`);
   await page.waitForFunction(() => document.getElementById('status').dataset.state !== 'starting', null, { timeout: 60_000 });
+  // The model loads without WebGPU too (the store belongs to it); the concept list follows.
+  await page.waitForFunction(() => document.querySelector('#concepts li'), null, { timeout: 120_000 });
 }
 
 async function close() {
@@ -24,39 +30,56 @@ async function close() {
   await browser.context.close();
 }
 
-/** Runs a store operation in the page; `files` values are byte patterns { size, fill }. */
-function store(op, args = {}) {
-  return page.evaluate(async ([op, args]) => {
-    const files = args.files && Object.fromEntries(Object.entries(args.files).map(([path, { size, fill }]) => {
-      const bytes = new Uint8Array(size);
-      for (let i = 0; i < size; i++) bytes[i] = (i * 31 + fill) & 255;
-      return [path, bytes];
-    }));
-    const result = await window.ldApp.store(op, { ...args, files });
-    if (op !== 'get' || !result) return result;
-    // Summarise bytes: size and a checksum per file.
-    const sums = Object.fromEntries(Object.entries(result.files).map(([path, b]) => [path, { size: b.length, sum: b.reduce((s, x) => (s * 33 + x) >>> 0, 5381) }]));
-    return { manifest: result.manifest, files: sums };
-  }, [op, args]);
+/**
+ * Runs in the page: an export file (safetensors, the format of `concepts export`) for the loaded
+ * model with one concept `name` whose memory latents hold `floats` values of `fill`.
+ */
+function exportFile({ name, floats, fill }) {
+  const tensors = [
+    [`adapter/text_encoder.concepts.${name}.embedding`, [4], new Float32Array(4).fill(0.25)],
+    ['memory/0/memory.latents', [1, 1, 1, floats], new Float32Array(floats).fill(fill)],
+  ];
+  const meta = {
+    format: 'lifelong-diffusion-concepts', schema: '1', model_id: window.ldApp.client.modelInfo.modelId,
+    concepts: JSON.stringify([{ name, token: `<${name}>`, token_id: 49408, added_in: 1, meta: null }]),
+    memories: JSON.stringify([{ concept: name, prompts: [`a <${name}>`] }]), lesson: 'null',
+  };
+  const header = { __metadata__: meta };
+  let offset = 0;
+  for (const [key, shape, data] of tensors) {
+    header[key] = { dtype: 'F32', shape, data_offsets: [offset, offset + data.byteLength] };
+    offset += data.byteLength;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const head = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + head.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(head.length), true);
+  out.set(head, 8);
+  let at = 8 + head.length;
+  for (const [, , data] of tensors) { out.set(new Uint8Array(data.buffer), at); at += data.byteLength; }
+  return out;
 }
 
-const expectedSum = (size, fill) => {
-  let s = 5381;
-  for (let i = 0; i < size; i++) s = (s * 33 + ((i * 31 + fill) & 255)) >>> 0;
-  return s;
-};
+/** Imports a made-up export file in the page; resolves to the new concept list. */
+function importMade(spec) {
+  return page.evaluate(async ([source, spec]) => {
+    const make = new Function(`return (${source})`)();
+    return window.ldApp.concepts('import', { file: new Blob([make(spec)]) });
+  }, [exportFile.toString(), spec]);
+}
 
-/** Number of entries in the blobs store, read directly with IndexedDB in the page. */
-function blobCount() {
-  return page.evaluate(() => new Promise((resolve, reject) => {
-    const req = indexedDB.open('lifelong-diffusion');
-    req.onsuccess = () => {
-      const count = req.result.transaction('blobs').objectStore('blobs').count();
-      count.onsuccess = () => { resolve(count.result); req.result.close(); };
-      count.onerror = () => reject(count.error);
-    };
-    req.onerror = () => reject(req.error);
-  }));
+const list = () => page.evaluate(() => window.ldApp.concepts('list'));
+
+/** The first memory value of the current version, read back through an export (checksums checked). */
+function exportedFill() {
+  return page.evaluate(async () => {
+    const bytes = new Uint8Array(await (await window.ldApp.concepts('export')).arrayBuffer());
+    const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
+    const [start, end] = header['memory/0/memory.latents'].data_offsets;
+    return { fill: new DataView(bytes.buffer).getFloat32(8 + n + start, true), floats: (end - start) / 4 };
+  });
 }
 
 before(async () => {
@@ -76,45 +99,73 @@ test('without --enable-unsafe-webgpu the page shows its no-WebGPU message', asyn
   assert.ok(await page.locator('#generate').isDisabled());
 });
 
-test('saves are versioned and replace the old version atomically', async () => {
-  const v1 = await store('put', { name: 'test-cat', meta: { token: '<test-cat>' }, files: { 'adapter.safetensors': { size: 4096, fill: 1 }, 'thumb.png': { size: 100, fill: 2 } } });
-  assert.equal(v1.version, 1);
-  const v2 = await store('put', { name: 'test-cat', meta: { token: '<test-cat>' }, files: { 'adapter.safetensors': { size: 8192, fill: 3 }, 'thumb.png': { size: 200, fill: 4 } } });
-  assert.equal(v2.version, 2);
-  assert.equal(await blobCount(), 2, 'the old version\'s blobs are gone');
-  const got = await store('get', { name: 'test-cat' });
-  assert.equal(got.manifest.version, 2);
-  assert.deepEqual(got.files['adapter.safetensors'], { size: 8192, sum: expectedSum(8192, 3) });
-  assert.equal(await store('get', { name: 'nobody' }), null);
-  await assert.rejects(store('put', { name: 'a/b', files: { x: { size: 1, fill: 0 } } }), /concept name/);
+test('the store belongs to the same model id as the CLI\'s, so export files move between them', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ld-store-'));
+  try {
+    const out = execFileSync(binary(), ['concepts', 'list', '--store', dir], { encoding: 'utf8' });
+    const cli = out.match(/\(model ([^)]+)\)/)[1];
+    assert.equal(await page.evaluate(() => window.ldApp.client.modelInfo.modelId), cli);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
-test('the store survives a reload, and a reload in the middle of a save keeps a whole version', async () => {
-  // Start a big save and reload without waiting: the transaction is either whole or not at all.
-  await page.evaluate(() => {
-    const big = new Uint8Array(64 * 1024 * 1024).fill(9);
-    window.ldApp.store('put', { name: 'test-cat', meta: {}, files: { 'adapter.safetensors': big } });
+test('imports are checked and make versions; remove makes another', async () => {
+  assert.deepEqual((await list()).concepts, []);
+  const v1 = await importMade({ name: 'test-cat', floats: 16, fill: 1 });
+  assert.equal(v1.current, 1);
+  assert.deepEqual(v1.concepts.map((c) => c.token), ['<test-cat>']);
+  const v2 = await importMade({ name: 'test-cat', floats: 16, fill: 2 });
+  assert.equal(v2.current, 2);
+  assert.deepEqual(await exportedFill(), { fill: 2, floats: 16 });
+  // A file that is not an export, and a wrong name, are refused with typed errors; nothing changes.
+  const refused = await page.evaluate(async () => {
+    const errors = [];
+    for (const file of [new Blob(['not a concept file']), new Blob([new Uint8Array(8)])]) {
+      await window.ldApp.concepts('import', { file }).catch((e) => errors.push(`${e.name}: ${e.message}`));
+    }
+    await window.ldApp.concepts('remove', { name: 'nobody' }).catch((e) => errors.push(`${e.name}: ${e.message}`));
+    return errors;
   });
-  await page.reload();
-  await page.waitForFunction(() => document.getElementById('status').dataset.state !== 'starting');
-  const got = await store('get', { name: 'test-cat' });
-  assert.ok([2, 3].includes(got.manifest.version), `version ${got.manifest.version}`);
-  const size = got.manifest.version === 2 ? 8192 : 64 * 1024 * 1024;
-  assert.equal(got.files['adapter.safetensors'].size, size);
-  assert.equal(await blobCount(), got.manifest.files.length);
-  console.log(`after a reload mid-save: version ${got.manifest.version} is whole`);
+  assert.equal(refused.length, 3, refused.join('\n'));
+  assert.match(refused[0], /^StoreError: .*safetensors/);
+  assert.match(refused[2], /^InvalidOptionsError: .*nobody/);
+  assert.equal((await list()).current, 2);
 });
 
-test('the store survives a browser restart with the same profile', async () => {
-  const before = await store('get', { name: 'test-cat' });
+test('a reload in the middle of a big save keeps a whole version', async () => {
+  // 64 MB of memory: the save's transaction is still running when the page goes away.
+  await page.evaluate(([source]) => {
+    const make = new Function(`return (${source})`)();
+    window.ldApp.concepts('import', { file: new Blob([make({ name: 'test-cat', floats: 16 * 1024 * 1024, fill: 3 })]) });
+  }, [exportFile.toString()]);
+  // The whole import takes ~0.9 s here (decode and checks, then the transaction): reload late in it.
+  await page.waitForTimeout(650);
+  await page.reload();
+  await page.waitForFunction(() => document.querySelector('#concepts li'), null, { timeout: 120_000 });
+  const { current } = await list();
+  assert.ok([2, 3].includes(current), `version ${current}`);
+  assert.deepEqual(await exportedFill(), current === 2 ? { fill: 2, floats: 16 } : { fill: 3, floats: 16 * 1024 * 1024 });
+  console.log(`after a reload mid-save: version ${current} is whole`);
+});
+
+test('the store survives a browser restart; remove makes a new version, Restore an old one current', async () => {
+  const before = await list();
   await close();
   await open();
-  const after = await store('get', { name: 'test-cat' });
-  assert.deepEqual(after, before);
-  await page.evaluate(() => window.ldApp.refreshConcepts());
-  await page.waitForFunction(() => document.getElementById('concepts').textContent.includes('test-cat'));
-  await page.locator('#teach-panel').screenshot({ path: join(ensureScreenshots(), 'teach-panel.png') });
-  assert.equal(await store('remove', { name: 'test-cat' }), true);
-  assert.deepEqual(await store('list'), []);
-  assert.equal(await blobCount(), 0);
+  assert.deepEqual(await list(), before);
+  await page.waitForSelector('#concepts li[data-name="test-cat"]');
+  // The card's Remove: a new version without the concept.
+  await page.click('#concepts li[data-name="test-cat"] button:text("Remove")');
+  await page.waitForFunction(() => !document.querySelector('#concepts li[data-name="test-cat"]'));
+  const removed = await list();
+  assert.deepEqual(removed.concepts, []);
+  assert.equal(removed.current, before.current + 1);
+  // Retention: the current version plus at most 4 earlier ones.
+  assert.ok(removed.versions.length <= 5, JSON.stringify(removed.versions));
+  // The page's Restore makes the version before the removal current again.
+  await page.selectOption('#concept-versions', String(before.current));
+  await page.click('#concept-restore');
+  await page.waitForSelector('#concepts li[data-name="test-cat"]');
+  assert.equal((await list()).current, before.current);
 });

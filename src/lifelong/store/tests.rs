@@ -230,3 +230,20 @@ fn import_checks_dtypes_values_and_format() {
     let e = import_file(&raw_export(safetensors::Dtype::F32, vec![1], &[0; 4], "other"), "o", "m", ShapeCheck::Any).unwrap_err();
     assert!(matches!(e, StoreError::Format { .. }), "{e}");
 }
+
+#[test]
+fn model_id_reads_only_the_weights_and_configs_in_a_fixed_order() {
+    let big = vec![7u8; 200_000];
+    let files = [("vae/config.json", &b"{}"[..]), ("unet/model.safetensors", &big[..]), ("unet/config.json", &b"{\"a\":1}"[..])];
+    let id = model_id("builtin", files);
+    assert!(id.starts_with("builtin-") && id.len() == "builtin-".len() + 16, "{id}");
+    // Order of the input, tokenizer/scheduler files and nested folders do not matter.
+    let shuffled = [files[2], ("tokenizer/vocab.json", &b"x"[..]), files[1], ("unet/sub/x.json", &b"y"[..]), files[0]];
+    assert_eq!(model_id("builtin", shuffled), id);
+    // A changed weight (inside the hashed head) or a changed length changes it.
+    let mut other = big.clone();
+    other[10] = 8;
+    assert_ne!(model_id("builtin", [files[0], ("unet/model.safetensors", &other[..]), files[2]]), id);
+    assert_ne!(model_id("builtin", [files[0], ("unet/model.safetensors", &big[..199_999]), files[2]]), id);
+    assert_ne!(model_id("other", files), id);
+}
