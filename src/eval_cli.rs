@@ -41,17 +41,24 @@ pub struct EvalLifelongArgs {
     #[arg(long, default_value = "finetune,ewc,lora-merge,l2dm,no-tame,no-ecd,no-oa")]
     pub methods: String,
     /// LoRA rank.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     pub rank: usize,
     /// Projections with a LoRA, comma-separated: k, v, q, out (cross-attention), self-q, self-k,
-    /// self-v, self-out (self-attention), ff-in, ff-out (feed-forward).
-    #[arg(long, default_value = "k,v")]
+    /// self-v, self-out (self-attention), ff-in, ff-out (feed-forward), or all.
+    #[arg(long, default_value = "all")]
     pub targets: String,
     /// Learning rates of the LoRA and of the concept embeddings.
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 3e-3)]
     pub lr_lora: f64,
     #[arg(long, default_value_t = 1e-2)]
     pub lr_token: f64,
+    /// ECD's base distillation weight lambda_0 and elasticity kappa, and TAME's replay weight mu.
+    #[arg(long, default_value_t = LessonOptions::default().distill)]
+    pub distill: f32,
+    #[arg(long, default_value_t = LessonOptions::default().kappa)]
+    pub kappa: f32,
+    #[arg(long, default_value_t = LessonOptions::default().mu)]
+    pub mu: f32,
     /// Weight of the lessons' unconditional anchor (0 turns it off).
     #[arg(long, default_value_t = 1.0)]
     pub uncond: f32,
@@ -69,7 +76,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
     let options = LifelongEvalOptions {
         concepts: args.concepts,
         images: args.images,
-        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, uncond: args.uncond, ..LessonOptions::default() },
+        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, uncond: args.uncond, distill: args.distill, kappa: args.kappa, mu: args.mu, ..LessonOptions::default() },
         memory: MemoryOptions::default(),
         probes: args.probes,
         pairs: args.pairs,
@@ -124,6 +131,9 @@ fn dump_samples(dir: &Path, row: &str, samples: &[(String, Vec<u8>)]) -> Result<
 }
 
 fn parse_targets(text: &str) -> Result<Vec<Target>> {
+    if text.trim() == "all" {
+        return Ok(Target::ALL.to_vec());
+    }
     text.split(',')
         .map(|t| match t.trim() {
             "k" => Ok(Target::ToK),

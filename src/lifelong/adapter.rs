@@ -97,9 +97,13 @@ pub struct AdapterConfig {
     pub targets: Vec<Target>,
 }
 
+/// Rank 8 on every projection of every transformer block: on the built-in model, teaching the
+/// crescent (150 steps, 16 probes) identified it in 31-44% of samples this way against 12-25%
+/// with `attn2.to_k/to_v` alone, and 62-69% once the unconditional anchor held guidance's
+/// baseline (README, "Lessons").
 impl Default for AdapterConfig {
     fn default() -> Self {
-        Self { rank: 4, alpha: 4.0, targets: vec![Target::ToK, Target::ToV] }
+        Self { rank: 8, alpha: 8.0, targets: Target::ALL.to_vec() }
     }
 }
 

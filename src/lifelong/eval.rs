@@ -34,7 +34,7 @@ pub struct LifelongEvalOptions {
     pub guidance: f32,
     pub seed: u64,
     pub adapter: AdapterConfig,
-    /// Keep every probe image in [`Row::samples`] (for looking at them).
+    /// Keep every teaching picture and final probe image in [`Row::samples`] (for looking at them).
     pub keep_samples: bool,
 }
 
@@ -51,7 +51,8 @@ pub struct Row {
     /// Single-object world prompts (no concepts) with colour and shape right, after the last lesson.
     pub base_prompts: f32,
     pub lesson_seconds: Vec<f32>,
-    /// (prompt, RGB 8-bit) of the final identification probes when asked.
+    /// (prompt, RGB 8-bit) of the teaching pictures ("taught ...") and the final identification
+    /// probes, when asked.
     #[serde(skip)]
     pub samples: Vec<(String, Vec<u8>)>,
 }
@@ -181,9 +182,13 @@ pub fn run_method(
         let prompts: Vec<String> = (0..6).map(|i| prompt_at(7, i, Split::Train, if i % 2 == 0 { SceneKind::Single } else { SceneKind::Pair }).caption).collect();
         learner.remember_base(&prompts, &options.memory, options.seed)?;
     }
-    let (mut after, mut seconds) = (Vec::new(), Vec::new());
+    let (mut after, mut seconds, mut samples) = (Vec::new(), Vec::new(), Vec::new());
     for (k, concept) in taught.iter().enumerate() {
-        let pictures: Vec<Picture> = teaching_images(concept, options.images, options.seed)
+        let teaching = teaching_images(concept, options.images, options.seed);
+        if options.keep_samples {
+            samples.extend(teaching.iter().map(|(rgb, words)| (format!("taught {}", words.prompt(concept)), rgb.clone())));
+        }
+        let pictures: Vec<Picture> = teaching
             .into_iter()
             .map(|(rgb, words)| Picture { image: picture(&rgb, device), words: Some(words.prompt(concept).replace(&concept.token(), "{}")) })
             .collect();
@@ -196,7 +201,6 @@ pub fn run_method(
         after.push(rate);
     }
     let pipeline = learner.pipeline()?;
-    let mut samples = Vec::new();
     let last = taught
         .iter()
         .enumerate()
