@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the web app's wasm into www/pkg/ (git-ignored), offline once the tools are installed:
-#   cargo build --release --target wasm32-unknown-unknown  (the library; no CLI features)
+#   cargo build --release --target wasm32-unknown-unknown  (the library; no CLI features; WebAssembly
+#                                                           SIMD from .cargo/config.toml)
 #   wasm-bindgen --target web                               (the exact version of the crate in Cargo.lock)
 #   wasm-opt -Oz                                            (npm's binaryen; skipped when unavailable)
 # Then `cargo run --release -- serve` serves www/ on http://127.0.0.1:8080.
@@ -44,7 +45,7 @@ if [ "${WASM_OPT:-1}" = 0 ]; then
 elif [ -x "$tools/node_modules/.bin/wasm-opt" ]; then
   bg="$tmp/lifelong_diffusion_bg.wasm"
   "$tools/node_modules/.bin/wasm-opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
-    --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
+    --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-simd \
     "$bg" -o "$bg.opt" && mv "$bg.opt" "$bg"
 else
   echo "wasm-opt not available: the wasm stays unoptimised (larger, same behaviour)"
