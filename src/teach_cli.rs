@@ -9,13 +9,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use lifelong_diffusion::lifelong::adapter::AdapterConfig;
 use lifelong_diffusion::lifelong::images::fit_rgb8;
-use lifelong_diffusion::lifelong::learner::{Learner, MemoryOptions, Method, Picture};
+use lifelong_diffusion::lifelong::learner::{self, Learner, MemoryOptions, Method, Picture};
 use lifelong_diffusion::lifelong::lesson::LessonOptions;
 use lifelong_diffusion::lifelong::state;
 use lifelong_diffusion::native::{self, Backend, Folder};
 use lifelong_diffusion::native_store::{default_store_dir, FolderStore};
 use lifelong_diffusion::pipeline::Pipeline;
-use lifelong_diffusion::world::{prompt_at, SceneKind, Split};
 use lifelong_diffusion::{loader, Error, Result};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -167,14 +166,10 @@ pub fn open_learner(model_dir: &Path, store: &FolderStore, backend: Backend) -> 
     Ok(learner)
 }
 
-/// Prompts whose base-model samples protect plain prompts: shapes-world captions for the built-in
-/// model (its whole language), a few generic ones otherwise.
+/// The base memory's prompts: six world captions for the built-in model, four generic ones otherwise.
 fn base_prompts(model_dir: &Path) -> Vec<String> {
-    if model_dir.ends_with("models/builtin") {
-        (0..6).map(|i| prompt_at(7, i, Split::Train, if i % 2 == 0 { SceneKind::Single } else { SceneKind::Pair }).caption).collect()
-    } else {
-        ["a photo of a dog", "a landscape with mountains", "a red car on a street", "a bowl of fruit on a table"].map(String::from).to_vec()
-    }
+    let world = model_dir.ends_with("models/builtin");
+    learner::base_prompts(world, if world { 6 } else { 4 })
 }
 
 pub fn teach(args: TeachArgs) -> Result<()> {

@@ -11,7 +11,7 @@ use burn::prelude::*;
 
 use super::adapter::AdapterConfig;
 use super::artist::AttendOptions;
-use super::learner::{Learner, MemoryOptions, Method, Picture};
+use super::learner::{base_prompts, Learner, MemoryOptions, Method, Picture};
 use super::lesson::LessonOptions;
 use crate::error::{Error, Result};
 use crate::loader::LoadedModel;
@@ -179,8 +179,7 @@ pub fn run_method(
     let taught: Vec<NovelConcept> = all[..options.concepts].to_vec();
     let mut learner = Learner::new(base.clone(), device.clone(), trained.clone(), options.adapter.clone())?;
     if matches!(method, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd | Method::L2dmNoOa) {
-        let prompts: Vec<String> = (0..6).map(|i| prompt_at(7, i, Split::Train, if i % 2 == 0 { SceneKind::Single } else { SceneKind::Pair }).caption).collect();
-        learner.remember_base(&prompts, &options.memory, options.seed)?;
+        learner.remember_base(&base_prompts(true, 6), &options.memory, options.seed)?;
     }
     let (mut after, mut seconds, mut samples) = (Vec::new(), Vec::new(), Vec::new());
     for (k, concept) in taught.iter().enumerate() {

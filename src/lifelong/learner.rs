@@ -9,6 +9,7 @@ use super::lesson::{accumulate_fisher, teach, Example, LessonOptions, LessonProg
 use super::memory::{bank_score, features, Memory, MemoryItem};
 use super::store::{concept_token, validate_concept_name};
 use crate::error::{Error, Result};
+use crate::world::{prompt_at, SceneKind, Split};
 use crate::loader::LoadedModel;
 use crate::pipeline::{encode_latents, GenerateOptions, Pipeline};
 
@@ -82,6 +83,18 @@ pub fn picture_prompt(token: &str, words: Option<&str>) -> String {
         Some(w) if w.contains("{}") => w.replace("{}", token),
         Some(w) => format!("a {token} {w}"),
         None => format!("a {token}"),
+    }
+}
+
+/// `n` prompts whose base-model samples protect plain prompts during lessons: shapes-world
+/// captions for the built-in model (its whole language), generic ones (cycled) otherwise. The
+/// CLI, the page and `eval lifelong` all draw their base memory from here.
+pub fn base_prompts(world: bool, n: usize) -> Vec<String> {
+    if world {
+        (0..n as u64).map(|i| prompt_at(7, i, Split::Train, if i % 2 == 0 { SceneKind::Single } else { SceneKind::Pair }).caption).collect()
+    } else {
+        let generic = ["a photo of a dog", "a landscape with mountains", "a red car on a street", "a bowl of fruit on a table"];
+        generic.iter().cycle().take(n).map(|s| s.to_string()).collect()
     }
 }
 

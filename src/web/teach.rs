@@ -21,13 +21,12 @@ use super::generator::object;
 use super::store::ConceptStore;
 use crate::lifelong::adapter::AdapterConfig;
 use crate::lifelong::images::fit_rgb8;
-use crate::lifelong::learner::{Learner, MemoryOptions, Method, Picture};
+use crate::lifelong::learner::{base_prompts, Learner, MemoryOptions, Method, Picture};
 use crate::lifelong::lesson::LessonOptions;
 use crate::lifelong::state;
 use crate::lifelong::store::{concept_token, validate_concept_name};
 use crate::loader::{self, MemoryFiles};
 use crate::pipeline::{image_to_rgb8, Pipeline};
-use crate::world::{prompt_at, SceneKind, Split};
 
 /// What the page may set (JSON; unknown fields are refused so a typo is not silently ignored).
 #[derive(Debug, Deserialize)]
@@ -160,7 +159,7 @@ async fn lesson(
     }
     if !learner.memories.iter().any(|m| m.concept.is_none()) {
         report(on_progress, "base-memory", 0, options.steps, f32::NAN);
-        learner.remember_base(&base_prompts(model_name, base_count), &memory, options.seed)?;
+        learner.remember_base(&base_prompts(model_name == "builtin", base_count), &memory, options.seed)?;
     }
     let lesson = learner.lesson(name, &taught, Method::L2dm, &lesson_options, &memory, &mut |p| {
         report(on_progress, "lesson", p.step, p.total, p.loss);
@@ -221,17 +220,6 @@ fn read_picture(value: &JsValue, index: usize, size: usize, device: &Device) -> 
     }
     let rgb: Vec<u8> = bytes.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
     Ok(fit_rgb8(&rgb, w, h, size, device)?)
-}
-
-/// Prompts whose base-model samples protect plain prompts (as the CLI's): shapes-world captions
-/// for the built-in model, generic ones otherwise.
-fn base_prompts(model_name: &str, n: usize) -> Vec<String> {
-    if model_name == "builtin" {
-        (0..n as u64).map(|i| prompt_at(7, i, Split::Train, if i % 2 == 0 { SceneKind::Single } else { SceneKind::Pair }).caption).collect()
-    } else {
-        let generic = ["a photo of a dog", "a landscape with mountains", "a red car on a street", "a bowl of fruit on a table"];
-        generic.iter().cycle().take(n).map(|s| s.to_string()).collect()
-    }
 }
 
 /// The card's picture: the first memory sample of the new concept (what the model now draws
