@@ -17,7 +17,10 @@ SIZE = 64
 def setup_torch(threads=2):
     import torch
     torch.set_num_threads(threads)
-    torch.set_num_interop_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set by an earlier import of another tool module
+        pass
     return torch
 
 

@@ -106,6 +106,7 @@ def write_log(folder, info):
         f"- training wall time (UNet + text encoder, summed over sessions): {info['trained_s']/3600:.2f} h on {platform.machine()} CPU, 2 threads",
         f"- speed, last logged windows: {sum(r[3] for r in recent)/max(1,len(recent)):.2f} s/step" if recent else "- speed: n/a",
         f"- loss (mean of the last {len(recent)} windows of 50 steps): {sum(r[1] for r in recent)/max(1,len(recent)):.4f}" if recent else "- loss: n/a",
+        *[f"- {h}" for h in info.get("history", [])],
         f"- parameters: UNet {info['n_unet']/1e6:.2f}M, text encoder {info['n_te']/1e6:.2f}M",
         f"- VAE: scaling_factor {vae_cfg.get('scaling_factor'):.4f}; reconstruction MAE {stats.get('recon_mae_u8', float('nan')):.2f}/255 on {stats.get('n','?')} scenes",
         f"- weights on disk (f16): " + ", ".join(f"{k} {v/1e6:.2f} MB" for k, v in sz.items()) + f"; total {sum(sz.values())/1e6:.2f} MB",

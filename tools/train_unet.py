@@ -76,6 +76,29 @@ class Ema:
         return Swap()
 
 
+def tokenize_all(tok, data):
+    """Every scene's captions as token ids, [N, captions per scene, CONTEXT] (scenes with fewer captions
+    repeat their first), so that a training step tokenizes nothing."""
+    k = max(len(c) for c in data.captions)
+    flat = [c[i] if i < len(c) else c[0] for c in data.captions for i in range(k)]
+    ids = tok(flat, padding="max_length", max_length=CONTEXT, truncation=True, return_tensors="np").input_ids
+    return torch.from_numpy(ids.astype(np.int64)).view(data.n, k, CONTEXT)
+
+
+def load_or_encode_latents(path, data, vae_dir, dev):
+    """The cached latents at PATH, or, when missing, the world encoded with the VAE in VAE_DIR (cached)."""
+    path = Path(path)
+    if path.exists():
+        return np.load(path)
+    from train_vae import encode_all
+    vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32).to(dev)
+    lat, err = encode_all(vae, data, device=dev)
+    log(f"encoded {data.n} scenes with {vae_dir} on {dev}; reconstruction MAE {err:.2f}/255")
+    np.save(str(path) + ".tmp.npy", lat)
+    Path(str(path) + ".tmp.npy").replace(path)
+    return lat
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="world export folder (captions)")
@@ -97,37 +120,45 @@ def main():
     p.add_argument("--max-minutes", type=float, default=0, help="stop after this long (0: no limit)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: latents and captions live on the GPU, bf16 autocast)")
     a = p.parse_args()
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
     ckdir = Path(a.ckpt_dir)
     ckdir.mkdir(parents=True, exist_ok=True)
     data = WorldData(a.data)
-    latents = np.load(a.latents, mmap_mode=None)
+    latents = torch.from_numpy(load_or_encode_latents(a.latents, data, a.vae, dev).astype(np.float32)).to(dev)
     assert latents.shape[0] == data.n, (latents.shape, data.n)
     scale = AutoencoderKL.load_config(a.vae)["scaling_factor"]
     tok = CLIPTokenizer.from_pretrained(a.tokenizer)
     assert tok.model_max_length == CONTEXT
+    caption_ids = tokenize_all(tok, data).to(dev)
 
     torch.manual_seed(a.seed)
     unet, te = build_models(tok)
+    unet.to(dev); te.to(dev)
     n_unet = sum(q.numel() for q in unet.parameters())
     n_te = sum(q.numel() for q in te.parameters())
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.999), weight_decay=1e-2)
     sched = DDPMScheduler(**{k: v for k, v in SCHEDULER.items() if not k.startswith("_") and k not in ("set_alpha_to_one", "steps_offset")})
     alphas = sched.alphas_cumprod
-    snr = alphas / (1 - alphas)
+    snr = (alphas / (1 - alphas)).to(dev)
+    empty_ids = tok([""], padding="max_length", max_length=CONTEXT, return_tensors="pt").input_ids.to(dev)
 
     step, trained_s, rng = 0, 0.0, random.Random(a.seed)
     ck_path = ckdir / "ckpt.pt"
     ema = Ema([unet, te])
     if ck_path.exists():
-        ck = torch.load(ck_path, weights_only=False)
+        ck = torch.load(ck_path, weights_only=False, map_location=dev)
         unet.load_state_dict(ck["unet"]); te.load_state_dict(ck["te"]); opt.load_state_dict(ck["opt"])
         for s, v in zip(ema.shadow, ck["ema"]):
             s.copy_(v)
         step, trained_s = ck["step"], ck["trained_s"]
-        rng.setstate(ck["py_rng"]); torch.set_rng_state(ck["torch_rng"])
+        rng.setstate(ck["py_rng"]); torch.set_rng_state(ck["torch_rng"].cpu())
         log(f"resumed from {ck_path} at step {step} ({trained_s/3600:.2f} h trained)")
     elif a.init_from and (Path(a.init_from) / "unet").exists():
         load_export_weights(unet, te, a.init_from)
@@ -158,22 +189,27 @@ def main():
     last_ck, last_export = time.time(), None
     acc, acc_n, t_win = 0.0, 0, time.time()
     unet.train(); te.train()
+    t_prev = time.time()
     while step < a.steps:
-        t_step = time.time()
-        idx = np.array([rng.randrange(data.n) for _ in range(a.batch)])
-        caps = [("" if rng.random() < a.drop else rng.choice(data.captions[i])) for i in idx]
-        ids = tok(caps, padding="max_length", max_length=CONTEXT, truncation=True, return_tensors="pt").input_ids
-        x0 = torch.from_numpy(latents[idx].astype(np.float32)) * scale
+        # One batch drawn from the pre-tokenized captions (a random one of each scene's captions, or the
+        # empty prompt with probability --drop for classifier-free guidance).
+        g = torch.Generator().manual_seed(rng.getrandbits(62))
+        idx = torch.randint(0, data.n, (a.batch,), generator=g).to(dev)
+        which = torch.randint(0, caption_ids.shape[1], (a.batch,), generator=g).to(dev)
+        drop = (torch.rand(a.batch, generator=g) < a.drop).to(dev)
+        ids = torch.where(drop[:, None], empty_ids, caption_ids[idx, which])
+        x0 = latents[idx] * scale
         noise = torch.randn_like(x0)
-        t = torch.randint(0, 1000, (a.batch,))
+        t = torch.randint(0, 1000, (a.batch,), generator=g).to(dev)
         xt = sched.add_noise(x0, noise, t)
         lr = a.lr * min(1.0, (step + 1) / a.warmup)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        cond = te(ids).last_hidden_state
-        pred = unet(xt, t, encoder_hidden_states=cond).sample
-        w = (torch.clamp(snr[t], max=a.min_snr) / snr[t]) if a.min_snr > 0 else torch.ones(a.batch)
-        per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
+        for g_ in opt.param_groups:
+            g_["lr"] = lr
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            cond = te(ids).last_hidden_state
+            pred = unet(xt, t, encoder_hidden_states=cond).sample
+        w = (torch.clamp(snr[t], max=a.min_snr) / snr[t]) if a.min_snr > 0 else torch.ones(a.batch, device=dev)
+        per = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
         loss = (per * w).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -181,10 +217,14 @@ def main():
         opt.step()
         step += 1
         ema.update(step, a.ema)
-        trained_s += time.time() - t_step
-        acc += per.mean().item(); acc_n += 1
+        # Step-to-step wall time: on a GPU the queue's back-pressure makes this the real step time.
+        now = time.time()
+        trained_s += now - t_prev
+        t_prev = now
+        acc += per.mean().detach(); acc_n += 1
         if step % a.log_every == 0:
             sps = (time.time() - t_win) / acc_n
+            acc = float(acc)
             writer.writerow([step, f"{acc/acc_n:.5f}", f"{trained_s:.0f}", f"{sps:.3f}", f"{time.time():.0f}"])
             csv_file.flush()
             log(f"step {step} loss {acc/acc_n:.4f} lr {lr:.2e} {sps:.2f}s/step")

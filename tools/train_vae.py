@@ -150,14 +150,14 @@ def finetune_decoder(data, out, steps, batch, lr, seed, object_weight=10.0):
 
 
 @torch.no_grad()
-def encode_all(vae, data, batch=256):
+def encode_all(vae, data, batch=256, device="cpu"):
     vae.eval()
     out = np.zeros((data.n, 4, 16, 16), np.float16)
     err = []
     for i in range(0, data.n, batch):
-        x = to_tensor(data.images[i:i + batch])
+        x = to_tensor(data.images[i:i + batch]).to(device)
         post = vae.encode(x).latent_dist
-        out[i:i + batch] = post.mean.numpy().astype(np.float16)
+        out[i:i + batch] = post.mean.cpu().numpy().astype(np.float16)
         if i < 2 * batch:
             rec = vae.decode(post.mean).sample.clamp(-1, 1)
             err.append(((rec - x).abs() * 127.5).mean().item())
