@@ -302,6 +302,13 @@ pub fn image_to_rgb8(image: &Tensor<4>) -> Result<Vec<u8>> {
     Ok(quantize_rgb8(&values))
 }
 
+/// Interleaved RGB bytes of a `size` x `size` image -> `[1, 3, size, size]` in [0, 1] (the inverse
+/// of [`image_to_rgb8`] up to quantisation).
+pub fn rgb8_to_image(rgb: &[u8], size: usize, device: &Device) -> Tensor<4> {
+    let values: Vec<f32> = rgb.iter().map(|&v| f32::from(v) / 255.0).collect();
+    Tensor::<3>::from_data(TensorData::new(values, [size, size, 3]), device).permute([2, 0, 1]).unsqueeze_dim::<4>(0)
+}
+
 /// `[1, 3, h, w]` -> `[h, w, 3]`, the layout of [`quantize_rgb8`]'s input (the browser reads it
 /// back asynchronously, so it cannot use [`image_to_rgb8`]).
 pub fn image_hwc(image: &Tensor<4>) -> Tensor<3> {

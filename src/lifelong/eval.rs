@@ -22,7 +22,10 @@ use crate::world::{check, prompt_at, Place, Relation, SceneKind, Size, Split};
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LifelongEvalOptions {
+    /// How many concepts, the first of [`novel_concepts`] unless `names` picks them.
     pub concepts: usize,
+    /// Concepts by name, taught in this order (empty: the first `concepts`).
+    pub names: Vec<String>,
     pub images: usize,
     pub lesson: LessonOptions,
     pub memory: MemoryOptions,
@@ -86,9 +89,26 @@ fn attend_options(g: Generation) -> Option<AttendOptions> {
 }
 
 fn picture(rgb: &[u8], device: &Device) -> Tensor<4> {
-    let n = crate::world::SIZE;
-    let values: Vec<f32> = rgb.iter().map(|&v| f32::from(v) / 255.0).collect();
-    Tensor::<3>::from_data(TensorData::new(values, [n, n, 3]), device).permute([2, 0, 1]).unsqueeze_dim::<4>(0)
+    crate::pipeline::rgb8_to_image(rgb, crate::world::SIZE, device)
+}
+
+/// The VAE's ceiling per concept: the share of `n` pictures of it (teaching-style: varied place,
+/// size and background) that the scorer still identifies after an encode-decode round trip. A
+/// lesson cannot make the model draw a concept better than its VAE can carry it.
+pub fn vae_ceiling(pipeline: &Pipeline, concepts: &[NovelConcept], n: usize, seed: u64) -> Result<Vec<f32>> {
+    let all = novel_concepts();
+    concepts
+        .iter()
+        .map(|c| {
+            let pictures = teaching_images(c, n, seed.wrapping_add(4242));
+            let mut hits = 0;
+            for (rgb, _) in &pictures {
+                let back = image_to_rgb8(&crate::world::eval::round_trip(pipeline, rgb))?;
+                hits += usize::from(best_concept(&back, &all) == Some(c.name));
+            }
+            Ok(hits as f32 / pictures.len().max(1) as f32)
+        })
+        .collect()
 }
 
 fn generate_rgb(pipeline: &Pipeline, prompt: &str, seed: u64, options: &LifelongEvalOptions, attend: Option<&AttendOptions>) -> Result<Vec<u8>> {
@@ -161,6 +181,27 @@ pub fn base_rate(pipeline: &Pipeline, options: &LifelongEvalOptions) -> Result<f
     Ok(hits as f32 / options.pairs.max(1) as f32)
 }
 
+/// The concepts a run teaches, in order: `options.names`, else the first `options.concepts`.
+pub fn taught_concepts(options: &LifelongEvalOptions) -> Result<Vec<NovelConcept>> {
+    let all = novel_concepts();
+    if options.names.is_empty() {
+        if options.concepts == 0 || options.concepts > all.len() {
+            return Err(Error::InvalidInput(format!("eval lifelong teaches 1 to {} concepts", all.len())));
+        }
+        return Ok(all[..options.concepts].to_vec());
+    }
+    options
+        .names
+        .iter()
+        .map(|n| {
+            all.iter().find(|c| c.name == n.as_str()).copied().ok_or_else(|| {
+                let known: Vec<&str> = all.iter().map(|c| c.name).collect();
+                Error::InvalidInput(format!("no concept `{n}`; the world's novel concepts are {}", known.join(", ")))
+            })
+        })
+        .collect()
+}
+
 /// Teaches the concepts in order with `method`, then scores each generation variant; one row per
 /// variant (`names[i]` for `variants[i]`). `progress` gets one line per lesson.
 pub fn run_method(
@@ -173,10 +214,7 @@ pub fn run_method(
     progress: &mut dyn FnMut(String),
 ) -> Result<Vec<Row>> {
     let all = novel_concepts();
-    if options.concepts == 0 || options.concepts > all.len() {
-        return Err(Error::InvalidInput(format!("eval lifelong teaches 1 to {} concepts", all.len())));
-    }
-    let taught: Vec<NovelConcept> = all[..options.concepts].to_vec();
+    let taught = taught_concepts(options)?;
     let mut learner = Learner::new(base.clone(), device.clone(), trained.clone(), options.adapter.clone())?;
     if matches!(method, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd | Method::L2dmNoOa) {
         learner.remember_base(&base_prompts(true, 6), &options.memory, options.seed)?;

@@ -5,7 +5,8 @@
 use burn::prelude::*;
 
 use super::adapter::{Adapter, AdapterConfig};
-use super::lesson::{accumulate_fisher, teach, Example, LessonOptions, LessonProgress, LessonReport, Protection, Replay, Trainer};
+use super::lesson::{teach, Example, LessonOptions, LessonProgress, LessonReport, Protection, Replay, Trainer};
+use super::protect::accumulate_fisher;
 use super::memory::{bank_score, features, Memory, MemoryItem};
 use super::store::{concept_token, validate_concept_name};
 use crate::error::{Error, Result};

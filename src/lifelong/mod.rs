@@ -8,6 +8,7 @@ pub mod store;
 pub mod lesson;
 pub mod learner;
 pub mod memory;
+pub mod protect;
 pub mod state;
 pub mod images;
 #[cfg(not(target_arch = "wasm32"))]

@@ -118,12 +118,8 @@ pub fn evaluate(pipeline: &Pipeline, options: &EvalOptions, progress: &mut dyn F
 const RECONSTRUCT_STREAM: u64 = 7;
 
 /// Interleaved RGB bytes -> the model's VAE encode + decode -> `[1, 3, h, w]` in [0, 1].
-fn round_trip(pipeline: &Pipeline, rgb: &[u8]) -> Tensor<4> {
-    let n = super::SIZE;
-    let values: Vec<f32> = rgb.iter().map(|&v| f32::from(v) / 255.0).collect();
-    let hwc = Tensor::<3>::from_data(TensorData::new(values, [n, n, 3]), &pipeline.device);
-    let image = hwc.permute([2, 0, 1]).unsqueeze_dim::<4>(0);
-    pipeline.decode(pipeline.encode(image))
+pub fn round_trip(pipeline: &Pipeline, rgb: &[u8]) -> Tensor<4> {
+    pipeline.decode(pipeline.encode(crate::pipeline::rgb8_to_image(rgb, super::SIZE, &pipeline.device)))
 }
 
 /// A plain-text table of `results`, one row per category, one column per attribute (percent).
