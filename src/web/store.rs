@@ -237,7 +237,18 @@ impl ConceptStore {
     async fn write(&self, manifest: &Manifest, files: &[(String, Vec<u8>)], dropped: &[String]) -> Result<(), WebError> {
         let what = "the concept store";
         let tx = self.transaction(IdbTransactionMode::Readwrite, what)?;
-        let (manifests, blobs) = (object_store(&tx, MANIFESTS, what)?, object_store(&tx, FILES, what)?);
+        if let Err(e) = self.issue_writes(&tx, manifest, files, dropped) {
+            // A request refused as it is issued (a full quota can throw at `put`) leaves the
+            // earlier ones pending: abort them too, or they would commit orphan files.
+            let _ = tx.abort();
+            return Err(e);
+        }
+        idb::committed(tx, what).await
+    }
+
+    fn issue_writes(&self, tx: &IdbTransaction, manifest: &Manifest, files: &[(String, Vec<u8>)], dropped: &[String]) -> Result<(), WebError> {
+        let what = "the concept store";
+        let (manifests, blobs) = (object_store(tx, MANIFESTS, what)?, object_store(tx, FILES, what)?);
         let err = |e: JsValue| idb::store_error(&e, what);
         for (path, bytes) in files {
             blobs.put_with_key(&Uint8Array::from(bytes.as_slice()), &self.key(path).into()).map_err(err)?;
@@ -248,7 +259,7 @@ impl ConceptStore {
             let range: JsValue = self.folder_range(dir)?.into();
             blobs.delete(&range).map_err(err)?;
         }
-        idb::committed(tx, what).await
+        Ok(())
     }
 
     fn key(&self, path: &str) -> String {
