@@ -72,7 +72,7 @@ pub struct EvalLifelongArgs {
 }
 
 pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
-    use lifelong_diffusion::lifelong::eval::{run_method, table, taught_concepts, vae_ceiling, Generation, LifelongEvalOptions};
+    use lifelong_diffusion::lifelong::eval::{run_method, table, taught_concepts, vae_ceiling, Drawer, Generation, LifelongEvalOptions};
     let model_dir = model_dir(args.model)?;
     let (device, _) = native::open_device(Some(Backend::Cpu))?;
     let base = loader::load(&Folder(model_dir.clone()), &device)?;
@@ -92,7 +92,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         adapter: AdapterConfig { rank: args.rank, alpha: args.rank as f32, targets: parse_targets(&args.targets)? },
     };
     let full = Generation { attend: true, bind: true };
-    let base_figure = lifelong_diffusion::lifelong::eval::base_rate(&Pipeline::new(base.clone(), device.clone()), &options)?;
+    let base_figure = lifelong_diffusion::lifelong::eval::base_rate(&Drawer::One(Pipeline::new(base.clone(), device.clone())), &options)?;
     eprintln!("base model, plain single-object prompts with colour and shape right: {:.1}%", 100.0 * base_figure);
     let taught = taught_concepts(&options)?;
     let ceiling = vae_ceiling(&Pipeline::new(base.clone(), device.clone()), &taught, 16, args.seed)?;
@@ -109,9 +109,10 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
             "finetune" => (Method::Finetune, vec![(name.to_string(), full)]),
             "ewc" => (Method::Ewc, vec![(name.to_string(), full)]),
             "lora-merge" => (Method::LoraMerge, vec![(name.to_string(), full)]),
+            "routed" => (Method::Routed, vec![(name.to_string(), full), ("routed w/o caa".to_string(), Generation { attend: false, bind: false })]),
             "no-tame" => (Method::L2dmNoTame, vec![("l2dm w/o tame".to_string(), full)]),
             "no-ecd" => (Method::L2dmNoEcd, vec![("l2dm w/o ecd".to_string(), full)]),
-            other => return Err(Error::InvalidInput(format!("unknown method `{other}`; use l2dm, finetune, ewc, lora-merge, no-tame, no-ecd, no-oa"))),
+            other => return Err(Error::InvalidInput(format!("unknown method `{other}`; use l2dm, finetune, ewc, lora-merge, routed, no-tame, no-ecd, no-oa"))),
         };
         let new_rows = run_method(&base, &trained, &device, method, &variants, &options, &mut |line| eprintln!("{line}"))?;
         if let (Some(dir), Some(row)) = (&args.dump, new_rows.first()) {

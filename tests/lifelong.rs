@@ -141,3 +141,38 @@ fn every_target_merges_and_reloads() {
     assert_eq!((back.adapter.config.rank, &back.adapter.config.targets), (config.rank, &config.targets));
     assert_eq!(back.adapter.sites, l.adapter.sites);
 }
+
+/// The routed method: each concept's LoRA block is its own, so a prompt without concepts gets the
+/// base model, and teaching a second concept leaves what the first one's prompts predict exactly
+/// as it was (the merge keeps each block's trained strength).
+#[test]
+fn routed_lessons_isolate_concepts_and_leave_plain_prompts_alone() {
+    let mut l = learner();
+    let device = Device::flex();
+    let options = LessonOptions { steps: 4, lr_lora: 1e-2, ..LessonOptions::default() };
+    let memory = MemoryOptions::default();
+    let predict = |l: &Learner, prompt: &str| {
+        let x = Tensor::<4>::from_data(TensorData::new(Rng::new(7).normal_vec(4 * 8 * 8), [1, 4, 8, 8]), &device);
+        let adapter = l.adapter.routed(&l.adapter.concepts_in(prompt)).frozen(&device);
+        let context = adapter.encode_ids(&l.base.text_encoder, &l.trainer.ids(&[prompt]).unwrap(), &device).unwrap();
+        values(adapter.apply_unet(&l.base.unet).unwrap().forward(x, 500.0, &context))
+    };
+    let gap = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    l.lesson("one", &[picture(4, 4), picture(30, 20)], Method::Routed, &options, &memory, &mut |_| {}).expect("lesson one");
+    let base_plain = {
+        let mut fresh = learner();
+        fresh.adapter.concepts.clear();
+        predict(&fresh, "a red square")
+    };
+    let one_after_first = predict(&l, "a <one> on the left");
+    l.lesson("two", &[picture(10, 38), picture(40, 4)], Method::Routed, &options, &memory, &mut |_| {}).expect("lesson two");
+    let one_after_second = predict(&l, "a <one> on the left");
+    let two = predict(&l, "a <two> on the left");
+    let plain = predict(&l, "a red square");
+    assert_eq!(l.adapter.routes.len(), 2);
+    eprintln!("plain vs base {}, <one> before/after the second lesson {}, <two> vs <one> {}",
+        gap(&plain, &base_plain), gap(&one_after_first, &one_after_second), gap(&two, &one_after_second));
+    assert!(gap(&plain, &base_plain) < 1e-5, "plain prompts get the base model");
+    assert!(gap(&one_after_first, &one_after_second) < 1e-5, "the second lesson leaves <one> as it was");
+    assert!(gap(&two, &one_after_second) > 1e-4, "<two> draws with its own block");
+}

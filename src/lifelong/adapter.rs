@@ -160,6 +160,9 @@ pub struct Adapter {
     /// Diagonal Fisher information per tensor of [`Self::params`], summed over past lessons;
     /// only the EWC baseline keeps it.
     pub fisher: Option<Vec<Tensor<2>>>,
+    /// Per concept (same order as `concepts`), the LoRA rank rows it owns, when each concept has
+    /// its own LoRA block (the `routed` method); empty when every concept shares all of them.
+    pub routes: Vec<std::ops::Range<usize>>,
 }
 
 impl Adapter {
@@ -182,7 +185,7 @@ impl Adapter {
                 sites.push(format!("{path}.{}", target.key()));
             }
         }
-        Ok(Self { config, sites, down, up, concepts: Vec::new(), embeddings: Vec::new(), fisher: None })
+        Ok(Self { config, sites, down, up, concepts: Vec::new(), embeddings: Vec::new(), fisher: None, routes: Vec::new() })
     }
 
     /// Registers concept `name` (`token` in prompts, tokenizer id `token_id`), starting from `init`
@@ -295,6 +298,35 @@ impl Adapter {
         let params = out.params().into_iter().map(leaf).collect();
         out.set_params(params);
         out
+    }
+
+    /// The adapter a prompt naming the concepts `present` (indices into `concepts`) generates
+    /// with: for a routed adapter, only those concepts' LoRA blocks (the rest zeroed, so a prompt
+    /// without concepts gets the base model); a shared adapter as it is.
+    pub fn routed(&self, present: &[usize]) -> Self {
+        let Some(device) = self.down.first().map(Tensor::device) else { return self.clone() };
+        if self.routes.is_empty() {
+            return self.clone();
+        }
+        let rank = self.config.rank;
+        let mut keep = vec![0.0f32; rank];
+        for range in present.iter().filter_map(|&i| self.routes.get(i)) {
+            keep[range.start.min(rank)..range.end.min(rank)].iter_mut().for_each(|k| *k = 1.0);
+        }
+        let up = self
+            .up
+            .iter()
+            .map(|u| {
+                let mask = Tensor::<2>::from_data(TensorData::new(keep.clone(), [rank, 1]), &u.device());
+                u.clone().detach() * mask
+            })
+            .collect();
+        Self { up, ..self.frozen(&device) }
+    }
+
+    /// Indices of the concepts whose token occurs in `prompt`.
+    pub fn concepts_in(&self, prompt: &str) -> Vec<usize> {
+        self.concepts.iter().enumerate().filter(|(_, c)| prompt.contains(&c.token)).map(|(i, _)| i).collect()
     }
 
     /// Puts the adapter into `model` for generation: each LoRA is merged into its weight

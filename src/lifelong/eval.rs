@@ -111,8 +111,29 @@ pub fn vae_ceiling(pipeline: &Pipeline, concepts: &[NovelConcept], n: usize, see
         .collect()
 }
 
-fn generate_rgb(pipeline: &Pipeline, prompt: &str, seed: u64, options: &LifelongEvalOptions, attend: Option<&AttendOptions>) -> Result<Vec<u8>> {
+/// What draws each prompt: one pipeline for all, or a learner whose adapter is routed to the
+/// concepts each prompt names (the `routed` method).
+pub enum Drawer<'a> {
+    One(Pipeline),
+    PerPrompt(&'a Learner),
+}
+
+impl Drawer<'_> {
+    fn of(learner: &Learner, method: Method) -> Result<Drawer<'_>> {
+        Ok(if method == Method::Routed { Drawer::PerPrompt(learner) } else { Drawer::One(learner.pipeline()?) })
+    }
+}
+
+fn generate_rgb(drawer: &Drawer, prompt: &str, seed: u64, options: &LifelongEvalOptions, attend: Option<&AttendOptions>) -> Result<Vec<u8>> {
     let opts = GenerateOptions { prompt: prompt.into(), steps: options.steps, guidance: options.guidance, seed, ..Default::default() };
+    let routed;
+    let pipeline = match drawer {
+        Drawer::One(p) => p,
+        Drawer::PerPrompt(learner) => {
+            routed = learner.pipeline_for(prompt)?;
+            &routed
+        }
+    };
     let mut run = pipeline.start_with(&opts, attend)?;
     while run.step()?.is_some() {}
     image_to_rgb8(&run.finish().image)
@@ -120,7 +141,7 @@ fn generate_rgb(pipeline: &Pipeline, prompt: &str, seed: u64, options: &Lifelong
 
 /// Identification rate of `concept` over `options.probes` prompts naming it at varied places.
 fn identify_rate(
-    pipeline: &Pipeline,
+    drawer: &Drawer,
     concept: &NovelConcept,
     all: &[NovelConcept],
     options: &LifelongEvalOptions,
@@ -132,7 +153,7 @@ fn identify_rate(
         let place = Place::ALL[i % Place::ALL.len()];
         let size = Size::ALL[i % 2];
         let prompt = format!("a {} {} {}", size.name(), concept.token(), place.phrase());
-        let rgb = generate_rgb(pipeline, &prompt, options.seed ^ salt.wrapping_add(i as u64), options, None)?;
+        let rgb = generate_rgb(drawer, &prompt, options.seed ^ salt.wrapping_add(i as u64), options, None)?;
         hits += usize::from(best_concept(&rgb, all) == Some(concept.name));
         if options.keep_samples {
             samples.push((prompt, rgb));
@@ -142,7 +163,7 @@ fn identify_rate(
 }
 
 /// Two-concept prompts "a <a> to the left of a <b>" over consecutive taught pairs.
-fn two_concept_rate(pipeline: &Pipeline, taught: &[NovelConcept], options: &LifelongEvalOptions, attend: Option<&AttendOptions>) -> Result<f32> {
+fn two_concept_rate(drawer: &Drawer, taught: &[NovelConcept], options: &LifelongEvalOptions, attend: Option<&AttendOptions>) -> Result<f32> {
     if taught.len() < 2 {
         return Ok(0.0);
     }
@@ -151,18 +172,18 @@ fn two_concept_rate(pipeline: &Pipeline, taught: &[NovelConcept], options: &Life
         let (a, b) = (&taught[i % taught.len()], &taught[(i + 1 + i / taught.len()) % taught.len()]);
         let relation = Relation::ALL[i % Relation::ALL.len()];
         let prompt = format!("a {} {} a {}", a.token(), relation.phrase(), b.token());
-        let rgb = generate_rgb(pipeline, &prompt, options.seed.wrapping_add(1000 + i as u64), options, attend)?;
+        let rgb = generate_rgb(drawer, &prompt, options.seed.wrapping_add(1000 + i as u64), options, attend)?;
         hits += usize::from(two_concepts_present_apart(&rgb, a, b));
     }
     Ok(hits as f32 / options.pairs.max(1) as f32)
 }
 
 /// Colour binding: two-object world prompts whose both objects come out in their own colours.
-fn binding_rate(pipeline: &Pipeline, options: &LifelongEvalOptions, attend: Option<&AttendOptions>) -> Result<f32> {
+fn binding_rate(drawer: &Drawer, options: &LifelongEvalOptions, attend: Option<&AttendOptions>) -> Result<f32> {
     let mut hits = 0;
     for i in 0..options.pairs {
         let prompt = prompt_at(options.seed.wrapping_add(77), i as u64, Split::Train, SceneKind::Pair);
-        let rgb = generate_rgb(pipeline, &prompt.caption, options.seed.wrapping_add(2000 + i as u64), options, attend)?;
+        let rgb = generate_rgb(drawer, &prompt.caption, options.seed.wrapping_add(2000 + i as u64), options, attend)?;
         hits += usize::from(check(&rgb, &prompt.spec)?.color);
     }
     Ok(hits as f32 / options.pairs.max(1) as f32)
@@ -170,11 +191,11 @@ fn binding_rate(pipeline: &Pipeline, options: &LifelongEvalOptions, attend: Opti
 
 /// Plain single-object world prompts (no concept) whose object has the right colour and shape:
 /// what lessons must leave as the base model had it.
-pub fn base_rate(pipeline: &Pipeline, options: &LifelongEvalOptions) -> Result<f32> {
+pub fn base_rate(drawer: &Drawer, options: &LifelongEvalOptions) -> Result<f32> {
     let mut hits = 0;
     for i in 0..options.pairs {
         let prompt = prompt_at(options.seed.wrapping_add(99), i as u64, Split::Train, SceneKind::Single);
-        let rgb = generate_rgb(pipeline, &prompt.caption, options.seed.wrapping_add(3000 + i as u64), options, None)?;
+        let rgb = generate_rgb(drawer, &prompt.caption, options.seed.wrapping_add(3000 + i as u64), options, None)?;
         let verdict = check(&rgb, &prompt.spec)?;
         hits += usize::from(verdict.color && verdict.shape);
     }
@@ -233,22 +254,22 @@ pub fn run_method(
         let lesson = LessonOptions { seed: options.seed.wrapping_add(k as u64), ..options.lesson.clone() };
         let report = learner.lesson(concept.name, &pictures, method, &lesson, &options.memory, &mut |_| {})?;
         seconds.push(started.elapsed().as_secs_f32());
-        let rate = identify_rate(&learner.pipeline()?, concept, &all, options, 100 * k as u64, &mut Vec::new())?;
+        let rate = identify_rate(&Drawer::of(&learner, method)?, concept, &all, options, 100 * k as u64, &mut Vec::new())?;
         progress(format!("{method:?} lesson {} <{}>: loss {:.4} -> {:.4}, {:.0} s, identified {:.0}%", k + 1, concept.name, report.first_loss, report.last_loss, seconds[k], 100.0 * rate));
         after.push(rate);
     }
-    let pipeline = learner.pipeline()?;
+    let drawer = Drawer::of(&learner, method)?;
     let last = taught
         .iter()
         .enumerate()
-        .map(|(k, c)| identify_rate(&pipeline, c, &all, options, 5000 + 100 * k as u64, &mut samples))
+        .map(|(k, c)| identify_rate(&drawer, c, &all, options, 5000 + 100 * k as u64, &mut samples))
         .collect::<Result<Vec<_>>>()?;
-    let base_prompts = base_rate(&pipeline, options)?;
+    let base_prompts = base_rate(&drawer, options)?;
     let mut rows = Vec::new();
     for (name, g) in variants {
         let attend = attend_options(*g);
-        let two = two_concept_rate(&pipeline, &taught, options, attend.as_ref())?;
-        let binding = binding_rate(&pipeline, options, attend.as_ref())?;
+        let two = two_concept_rate(&drawer, &taught, options, attend.as_ref())?;
+        let binding = binding_rate(&drawer, options, attend.as_ref())?;
         rows.push(Row { name: name.clone(), after: after.clone(), last: last.clone(), two_concepts: two, binding, base_prompts, lesson_seconds: seconds.clone(), samples: samples.clone() });
     }
     Ok(rows)

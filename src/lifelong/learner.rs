@@ -32,6 +32,9 @@ pub enum Method {
     Ewc,
     /// A fresh LoRA per concept, merged by summing the updates (Custom Diffusion's merge).
     LoraMerge,
+    /// One LoRA block per concept (trained alone, as `LoraMerge`), and a prompt generates with the
+    /// blocks of the concepts it names only: parameter isolation instead of protection.
+    Routed,
 }
 
 impl Method {
@@ -40,7 +43,7 @@ impl Method {
             Method::L2dm | Method::L2dmNoOa => (true, true),
             Method::L2dmNoTame => (false, true),
             Method::L2dmNoEcd => (true, false),
-            Method::Finetune | Method::Ewc | Method::LoraMerge => (false, false),
+            Method::Finetune | Method::Ewc | Method::LoraMerge | Method::Routed => (false, false),
         };
         let oa = if matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd) { 0.05 } else { 0.0 };
         Protection { replay, distill, ewc: if self == Method::Ewc { 5e4 } else { 0.0 }, oa }
@@ -126,6 +129,14 @@ impl Learner {
         Ok(Pipeline::new(model, self.device.clone()))
     }
 
+    /// The pipeline for `prompt`: the adapter routed to the concepts the prompt names (the
+    /// whole adapter unless it is routed; see [`Adapter::routed`]).
+    pub fn pipeline_for(&self, prompt: &str) -> Result<Pipeline> {
+        let mut model = self.base.clone();
+        self.adapter.routed(&self.adapter.concepts_in(prompt)).install(&mut model)?;
+        Ok(Pipeline::new(model, self.device.clone()))
+    }
+
     /// Teaches concept `name` from `pictures`; on return the adapter and memories hold the new
     /// state (the caller saves it as a new version, or drops the learner to keep the old one).
     pub fn lesson(
@@ -148,8 +159,8 @@ impl Learner {
         let teacher = (!replay.is_empty()).then(|| self.adapter.frozen(&self.trainer.device));
         let init = self.init_embedding();
         let options = LessonOptions { protection: method.protection(), ..options.clone() };
-        let report = if method == Method::LoraMerge {
-            self.lesson_merged(name, &token, token_id, init, &new, &options, progress)?
+        let report = if matches!(method, Method::LoraMerge | Method::Routed) {
+            self.lesson_merged(name, &token, token_id, init, &new, &options, method == Method::Routed, progress)?
         } else {
             self.adapter.add_concept(name, &token, token_id, init)?;
             let mut student = self.adapter.trainable(&self.trainer.device);
@@ -168,6 +179,8 @@ impl Learner {
 
     /// Custom-Diffusion-style: a fresh rank-r LoRA learns the concept alone, then is appended to
     /// the shared one (the merged update is the sum of both), growing the rank.
+    /// Trains a fresh LoRA for the concept alone, then appends it to the adapter's rank rows
+    /// (Custom Diffusion-style merging); `route` records the block as the concept's own.
     #[allow(clippy::too_many_arguments)]
     fn lesson_merged(
         &mut self,
@@ -177,6 +190,7 @@ impl Learner {
         init: Tensor<2>,
         new: &[Example],
         options: &LessonOptions,
+        route: bool,
         progress: &mut dyn FnMut(LessonProgress),
     ) -> Result<LessonReport> {
         let ad = self.trainer.device.clone();
@@ -185,18 +199,24 @@ impl Learner {
         let report = teach(&self.trainer, &mut fresh, None, new, &[], options, progress)?;
         let old = self.adapter.frozen(&ad);
         let fresh = fresh.frozen(&ad);
+        let (old_rank, fresh_rank) = (old.config.rank, fresh.config.rank);
+        let mut config = old.config.clone();
+        config.rank += fresh_rank;
+        // Each block keeps the strength it was trained (or merged) with: W + s * B A with
+        // s = alpha / rank, so rows are rescaled by their own scale over the merged one.
+        let (old_k, fresh_k) = (old.config.scale() / config.scale(), fresh.config.scale() / config.scale());
         let merged_down = old.down.iter().zip(&fresh.down).map(|(a, b)| Tensor::cat(vec![a.clone(), b.clone()], 1)).collect();
-        let merged_up = old.up.iter().zip(&fresh.up).map(|(a, b)| Tensor::cat(vec![a.clone(), b.clone()], 0)).collect();
-        let mut merged = Adapter { down: merged_down, up: merged_up, ..old };
-        // Each part keeps its own alpha / r scale: fold the scale into `up` before growing r.
-        merged.config.rank += fresh.config.rank;
-        merged.up = merged.up.into_iter().map(|u| u.mul_scalar(self.adapter.config.scale() / merged.config.scale())).collect();
+        let merged_up = old.up.iter().zip(&fresh.up).map(|(a, b)| Tensor::cat(vec![a.clone().mul_scalar(old_k), b.clone().mul_scalar(fresh_k)], 0)).collect();
+        let mut routes = if route { old.routes.clone() } else { Vec::new() };
+        if route {
+            routes.push(old_rank..old_rank + fresh_rank);
+        }
+        let mut merged = Adapter { down: merged_down, up: merged_up, config, routes, ..old };
         merged.add_concept(name, token, token_id, fresh.embeddings[0].clone())?;
         self.adapter = merged.trainable(&ad);
         Ok(report)
     }
 
-    /// The pictures as training examples: VAE latents and their prompts.
     pub fn examples(&self, token: &str, pictures: &[Picture]) -> Result<Vec<Example>> {
         let vae = &self.trainer.model;
         let [h, w] = Pipeline::new(self.base.clone(), self.device.clone()).image_size();
