@@ -40,7 +40,7 @@ pub struct EvalLifelongArgs {
     pub guidance: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Comma-separated rows: l2dm, finetune, ewc, lora-merge, no-tame, no-ecd, no-oa (no-caa comes
+    /// Comma-separated rows: l2dm, finetune, ewc, lora-merge, routed, no-tame, no-ecd, no-oa (no-caa comes
     /// with l2dm: the same state generating without the artist).
     #[arg(long, default_value = "finetune,ewc,lora-merge,l2dm,no-tame,no-ecd,no-oa")]
     pub methods: String,
