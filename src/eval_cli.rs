@@ -92,12 +92,13 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         adapter: AdapterConfig { rank: args.rank, alpha: args.rank as f32, targets: parse_targets(&args.targets)? },
     };
     let full = Generation { attend: true, bind: true };
-    let base_figure = lifelong_diffusion::lifelong::eval::base_rate(&Drawer::One(Pipeline::new(base.clone(), device.clone())), &options)?;
-    eprintln!("base model, plain single-object prompts with colour and shape right: {:.1}%", 100.0 * base_figure);
     let taught = taught_concepts(&options)?;
-    let ceiling = vae_ceiling(&Pipeline::new(base.clone(), device.clone()), &taught, 16, args.seed)?;
+    let base_pipeline = Pipeline::new(base.clone(), device.clone());
+    let ceiling = vae_ceiling(&base_pipeline, &taught, 16, args.seed)?;
     let ceiling_line = taught.iter().zip(&ceiling).map(|(c, r)| format!("{} {:.0}%", c.name, 100.0 * r)).collect::<Vec<_>>().join(", ");
     eprintln!("VAE ceiling (identified after an encode-decode round trip, 16 pictures each): {ceiling_line}");
+    let base_figure = lifelong_diffusion::lifelong::eval::base_rate(&Drawer::One(base_pipeline), &options)?;
+    eprintln!("base model, plain single-object prompts with colour and shape right: {:.1}%", 100.0 * base_figure);
     let mut rows = Vec::new();
     for name in args.methods.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (method, variants) = match name {
@@ -132,11 +133,10 @@ fn dump_samples(dir: &Path, row: &str, samples: &[(String, Vec<u8>)]) -> Result<
     std::fs::create_dir_all(dir).map_err(|source| Error::Write { path: dir.into(), source })?;
     let n = lifelong_diffusion::world::SIZE;
     for (i, (prompt, rgb)) in samples.iter().enumerate() {
-        let values: Vec<f32> = rgb.iter().map(|&v| f32::from(v) / 255.0).collect();
-        let image = burn::prelude::Tensor::<3>::from_data(burn::prelude::TensorData::new(values, [n, n, 3]), &burn::prelude::Device::flex());
+        let image = lifelong_diffusion::pipeline::rgb8_to_image(rgb, n, &burn::prelude::Device::flex());
         let slug: String = prompt.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
         let row: String = row.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-        native::write_png(&dir.join(format!("{row}-{i:02}-{slug}.png")), &image.permute([2, 0, 1]).unsqueeze_dim::<4>(0))?;
+        native::write_png(&dir.join(format!("{row}-{i:02}-{slug}.png")), &image)?;
     }
     Ok(())
 }

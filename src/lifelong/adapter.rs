@@ -313,14 +313,8 @@ impl Adapter {
         for range in present.iter().filter_map(|&i| self.routes.get(i)) {
             keep[range.start.min(rank)..range.end.min(rank)].iter_mut().for_each(|k| *k = 1.0);
         }
-        let up = self
-            .up
-            .iter()
-            .map(|u| {
-                let mask = Tensor::<2>::from_data(TensorData::new(keep.clone(), [rank, 1]), &u.device());
-                u.clone().detach() * mask
-            })
-            .collect();
+        let mask = Tensor::<2>::from_data(TensorData::new(keep, [rank, 1]), &device);
+        let up = self.up.iter().map(|u| u.clone().detach() * mask.clone()).collect();
         Self { up, ..self.frozen(&device) }
     }
 

@@ -15,7 +15,7 @@ use super::learner::{base_prompts, Learner, MemoryOptions, Method, Picture};
 use super::lesson::LessonOptions;
 use crate::error::{Error, Result};
 use crate::loader::LoadedModel;
-use crate::pipeline::{image_to_rgb8, GenerateOptions, Pipeline};
+use crate::pipeline::{image_to_rgb8, rgb8_to_image, GenerateOptions, Pipeline};
 use crate::world::concepts::{best_concept, novel_concepts, teaching_images, two_concepts_present_apart, NovelConcept};
 use crate::world::{check, prompt_at, Place, Relation, SceneKind, Size, Split};
 
@@ -86,10 +86,6 @@ fn attend_options(g: Generation) -> Option<AttendOptions> {
         }
         o
     })
-}
-
-fn picture(rgb: &[u8], device: &Device) -> Tensor<4> {
-    crate::pipeline::rgb8_to_image(rgb, crate::world::SIZE, device)
 }
 
 /// The VAE's ceiling per concept: the share of `n` pictures of it (teaching-style: varied place,
@@ -248,7 +244,7 @@ pub fn run_method(
         }
         let pictures: Vec<Picture> = teaching
             .into_iter()
-            .map(|(rgb, words)| Picture { image: picture(&rgb, device), words: Some(words.prompt(concept).replace(&concept.token(), "{}")) })
+            .map(|(rgb, words)| Picture { image: rgb8_to_image(&rgb, crate::world::SIZE, device), words: Some(words.prompt(concept).replace(&concept.token(), "{}")) })
             .collect();
         let started = Instant::now();
         let lesson = LessonOptions { seed: options.seed.wrapping_add(k as u64), ..options.lesson.clone() };

@@ -151,6 +151,13 @@ impl Trainer {
         (x_t, target, t.iter().map(|&i| i as f32).collect())
     }
 
+    /// The base UNet's prediction (no LoRA, no gradients), the prompt encoded with `adapter`'s
+    /// concept embeddings: the target that holds a prediction where pretraining left it.
+    pub fn predict_base(&self, adapter: &Adapter, x_t: Tensor<4>, t: &[f32], ids: &[Vec<i64>]) -> Result<Tensor<4>> {
+        let context = adapter.encode_ids(&self.model.text_encoder, ids, &self.device)?.detach();
+        Ok(self.model.unet.forward_timesteps(x_t.detach(), t, &context).detach())
+    }
+
     /// The UNet's prediction with `adapter` in place.
     pub fn predict(&self, adapter: &Adapter, x_t: Tensor<4>, t: &[f32], ids: &[Vec<i64>]) -> Result<Tensor<4>> {
         let context = adapter.encode_ids(&self.model.text_encoder, ids, &self.device)?;
@@ -290,10 +297,8 @@ fn distill_targets(trainer: &Trainer, teacher: &Adapter, x_t: Tensor<4>, t: &[f3
         parts.push(trainer.predict(teacher, x, &t[..concept_rows], &ids[..concept_rows])?.detach());
     }
     if concept_rows < n {
-        let rest = n - concept_rows;
-        let context = teacher.encode_ids(&trainer.model.text_encoder, &ids[concept_rows..], &trainer.device)?.detach();
-        let x = x_t.narrow(0, concept_rows, rest).detach();
-        parts.push(trainer.model.unet.forward_timesteps(x, &t[concept_rows..], &context).detach());
+        let x = x_t.narrow(0, concept_rows, n - concept_rows);
+        parts.push(trainer.predict_base(teacher, x, &t[concept_rows..], &ids[concept_rows..])?);
     }
     Ok(Tensor::cat(parts, 0))
 }
@@ -304,7 +309,6 @@ fn unconditional_anchor(trainer: &Trainer, adapter: &Adapter, x_t: Tensor<4>, t:
     let n = t.len();
     let ids = trainer.ids(&vec![""; n])?;
     let student = trainer.predict(adapter, x_t.clone(), t, &ids)?;
-    let context = adapter.encode_ids(&trainer.model.text_encoder, &ids, &trainer.device)?.detach();
-    let base = trainer.model.unet.forward_timesteps(x_t.detach(), t, &context).detach();
+    let base = trainer.predict_base(adapter, x_t, t, &ids)?;
     Ok(mse_per_example(student, base).mean())
 }

@@ -237,7 +237,7 @@ impl ConceptStore {
     async fn write(&self, manifest: &Manifest, files: &[(String, Vec<u8>)], dropped: &[String]) -> Result<(), WebError> {
         let what = "the concept store";
         let tx = self.transaction(IdbTransactionMode::Readwrite, what)?;
-        if let Err(e) = self.issue_writes(&tx, manifest, files, dropped) {
+        if let Err(e) = self.issue_writes(&tx, manifest, files, dropped, what) {
             // A request refused as it is issued (a full quota can throw at `put`) leaves the
             // earlier ones pending: abort them too, or they would commit orphan files.
             let _ = tx.abort();
@@ -246,8 +246,7 @@ impl ConceptStore {
         idb::committed(tx, what).await
     }
 
-    fn issue_writes(&self, tx: &IdbTransaction, manifest: &Manifest, files: &[(String, Vec<u8>)], dropped: &[String]) -> Result<(), WebError> {
-        let what = "the concept store";
+    fn issue_writes(&self, tx: &IdbTransaction, manifest: &Manifest, files: &[(String, Vec<u8>)], dropped: &[String], what: &str) -> Result<(), WebError> {
         let (manifests, blobs) = (object_store(tx, MANIFESTS, what)?, object_store(tx, FILES, what)?);
         let err = |e: JsValue| idb::store_error(&e, what);
         for (path, bytes) in files {
