@@ -7,6 +7,7 @@ use clap::Subcommand;
 use indicatif::ProgressBar;
 
 use lifelong_diffusion::config::UNetConfig;
+use lifelong_diffusion::kernels::attention;
 use lifelong_diffusion::kernels::bench::{self, Repeats, Sizes};
 use lifelong_diffusion::native::{self, Backend, Folder};
 use lifelong_diffusion::weights::VarBuilder;
@@ -23,6 +24,9 @@ pub enum BenchCommand {
         reps: usize,
         #[arg(long, default_value_t = 2)]
         warmup: usize,
+        /// The fused attention's layout: the adapter's own, or one forced (to compare both on one adapter).
+        #[arg(long, value_enum, default_value_t = LayoutArg::Adapter)]
+        layout: LayoutArg,
     },
     /// One denoiser step with kernels on vs off: table, then one JSON line.
     Unet {
@@ -36,7 +40,28 @@ pub enum BenchCommand {
         reps: usize,
         #[arg(long, default_value_t = 2)]
         warmup: usize,
+        /// The fused attention's layout (as for `bench kernels`).
+        #[arg(long, value_enum, default_value_t = LayoutArg::Adapter)]
+        layout: LayoutArg,
     },
+}
+
+/// `--layout`: see `kernels::attention::Layout`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LayoutArg {
+    Adapter,
+    Cpu,
+    Gpu,
+}
+
+impl LayoutArg {
+    fn apply(self) {
+        attention::set_layout(match self {
+            LayoutArg::Adapter => None,
+            LayoutArg::Cpu => Some(attention::Layout::Cpu),
+            LayoutArg::Gpu => Some(attention::Layout::Gpu),
+        });
+    }
 }
 
 fn builtin_dir() -> PathBuf {
@@ -52,7 +77,8 @@ pub fn run(command: BenchCommand) -> Result<()> {
     let (device, backend) = native::open_device(Some(Backend::Wgpu))?;
     let _ = backend;
     match command {
-        BenchCommand::Kernels { full, reps, warmup } => {
+        BenchCommand::Kernels { full, reps, warmup, layout } => {
+            layout.apply();
             let sizes = Sizes::new(full, builtin_config().as_ref());
             let bar = ProgressBar::new_spinner();
             let report = bench::kernels(&sizes, &device, Repeats { warmup, reps }, &mut |row| bar.set_message(row.to_string()));
@@ -60,7 +86,8 @@ pub fn run(command: BenchCommand) -> Result<()> {
             print!("{}", report.table());
             println!("{}", report.to_json());
         }
-        BenchCommand::Unet { model, sd15_random, reps, warmup } => {
+        BenchCommand::Unet { model, sd15_random, reps, warmup, layout } => {
+            layout.apply();
             let (unet, config, name) = if sd15_random {
                 let config = UNetConfig::sd15();
                 let unet = UNet2DConditionModel::load(&VarBuilder::random(0, 0.02, &device), &config)?;

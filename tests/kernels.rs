@@ -55,8 +55,10 @@ fn validate(name: &str, source: &str, f16: bool) {
 fn shaders_validate_with_naga() {
     for f16 in [false, true] {
         for d in [1, 3, 4, 8, 13, 16, 32, 40, 64, 80, 128, 160] {
-            let (key, source) = attn::shader(f16, d);
-            validate(&key, &source, f16);
+            for (layout, steered) in [(attn::Layout::Cpu, false), (attn::Layout::Cpu, true), (attn::Layout::Gpu, false), (attn::Layout::Gpu, true)] {
+                let (key, source) = attn::shader(f16, d, layout, steered);
+                validate(&key, &source, f16);
+            }
             let (key, source) = attn::probs_shader(f16, d);
             validate(&key, &source, f16);
             assert!(2 * 16 * attn::tile_keys(d) * d.div_ceil(4) <= 16 * 1024, "{key}: tiles over 16 KiB");
@@ -92,16 +94,33 @@ const SHAPES: [(usize, usize, usize, usize, usize); 8] = [
     (1, 4, 64, 64, 32),
 ];
 
+/// Both layouts (the adapter's own and the other one, forced), so the GPU layout is held to the
+/// twin on lavapipe too.
 #[test]
 fn attention_matches_twin() {
     let Some(device) = wgpu() else { return };
-    for (i, &(b, h, n, m, d)) in SHAPES.iter().enumerate() {
-        let [q, k, v] = qkv(b, h, n, m, d, i % 2 == 1, &device);
-        let plain = AttentionControl::default();
-        let fused = attn::attention_fused(q.clone(), k.clone(), v.clone(), &plain).out;
-        let twin = attn::attention_twin(q, k, v, &plain).out;
-        check(&format!("attention b{b} h{h} n{n} m{m} d{d}"), fused, twin, TOL);
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    for layout in [attn::Layout::Cpu, attn::Layout::Gpu] {
+        attn::set_layout(Some(layout));
+        for (i, &(b, h, n, m, d)) in SHAPES.iter().enumerate() {
+            let [q, k, v] = qkv(b, h, n, m, d, i % 2 == 1, &device);
+            let plain = AttentionControl::default();
+            let fused = attn::attention_fused(q.clone(), k.clone(), v.clone(), &plain).out;
+            let twin = attn::attention_twin(q, k, v, &plain).out;
+            check(&format!("attention {layout:?} b{b} h{h} n{n} m{m} d{d}"), fused, twin, TOL);
+        }
     }
+    attn::set_layout(None);
+}
+
+#[test]
+fn layout_follows_the_adapter() {
+    use attn::Layout;
+    assert_eq!(Layout::for_adapter("llvmpipe (LLVM 15.0.6, 256 bits)", false), Layout::Cpu);
+    assert_eq!(Layout::for_adapter("SwiftShader Device (Subzero)", true), Layout::Cpu);
+    assert_eq!(Layout::for_adapter("NVIDIA H100 80GB HBM3", true), Layout::Gpu);
+    assert_eq!(Layout::for_adapter("Apple M2", true), Layout::Gpu);
+    assert_eq!(Layout::for_adapter("some CPU adapter", false), Layout::Cpu);
 }
 
 /// Bias map, key scale and exported maps together; the maps equal the twin's softmax

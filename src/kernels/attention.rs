@@ -13,6 +13,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::DType;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::{base_values, render, use_kernels, KernelOps};
 
@@ -30,25 +31,73 @@ pub const MAX_HEAD_DIM: usize = 160;
 const TILE_BYTES: usize = 16 * 1024;
 
 /// Keys per tile for head dim `d`: as many as fit K and V in 16 KiB of vec4<f32>, at most 64,
-/// a multiple of 4 (the kernel scores four keys at a time).
+/// a multiple of [`KEYS_PER_STEP`].
 pub fn tile_keys(d: usize) -> usize {
     let d4 = d.div_ceil(4);
-    (TILE_BYTES / (2 * 16 * d4)).clamp(4, 64) / 4 * 4
+    (TILE_BYTES / (2 * 16 * d4)).clamp(KEYS_PER_STEP, 64) / KEYS_PER_STEP * KEYS_PER_STEP
 }
 
-/// Query rows per invocation: more rows reuse each K/V read more often, at the cost of
-/// registers (`2 * rows * ceil(d/4)` vec4 locals). Measured on lavapipe (README, Kernels), 8
-/// beat 4, 2 and 1 at every SD head dim (at 1024x1024, d=80: 1.52x, 1.04x, 0.67x, 0.49x the
-/// twin's speed), and gives 8-invocation workgroups: one SIMD batch there, so barriers cost
-/// nothing. `d` is kept for tuning per head dim on other adapters.
-pub fn rows_per_invocation(d: usize) -> usize {
-    let _ = d;
-    8
+/// How the fused kernel spreads query rows over invocations: the one thing it does differently
+/// per adapter kind (chosen in `cube.rs` from the adapter, or forced with [`set_layout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// CPU Vulkan/WebGPU drivers (lavapipe, SwiftShader) run a workgroup's invocations as the SIMD
+    /// lanes of one thread. Eight rows per invocation reuse each K/V value read from workgroup
+    /// memory eight times and give 8-invocation workgroups (one SIMD batch: barriers cost nothing).
+    /// Measured on lavapipe (README, Kernels; 1024x1024, d=80): 8, 4, 2, 1 rows ran at 1.52x,
+    /// 1.04x, 0.67x, 0.49x the twin's speed.
+    Cpu,
+    /// GPUs: one row per invocation, 64-invocation workgroups (flash-attention v1's layout). The
+    /// CPU layout keeps `2 * 8 * ceil(d/4)` vec4 live per invocation, far over a GPU thread's
+    /// ~255 registers, and its 8-invocation workgroups leave three quarters of a 32-wide warp
+    /// idle: it ran 3-50x slower than the twin on an H100 (README, Kernels).
+    Gpu,
 }
 
-/// Invocations per workgroup: 64 query rows per workgroup whatever the rows per invocation.
-pub fn invocations(d: usize) -> u32 {
-    ROWS_PER_WORKGROUP / rows_per_invocation(d) as u32
+/// 0: from the adapter; 1: Cpu; 2: Gpu.
+static FORCED: AtomicU8 = AtomicU8::new(0);
+
+/// Forces a layout for the whole process (`None`: from the adapter). For benchmarks and tests,
+/// which time or check both layouts on one adapter.
+pub fn set_layout(layout: Option<Layout>) {
+    FORCED.store(match layout { None => 0, Some(Layout::Cpu) => 1, Some(Layout::Gpu) => 2 }, Ordering::Relaxed);
+}
+
+/// The forced layout, if any.
+pub fn forced_layout() -> Option<Layout> {
+    match FORCED.load(Ordering::Relaxed) {
+        1 => Some(Layout::Cpu),
+        2 => Some(Layout::Gpu),
+        _ => None,
+    }
+}
+
+impl Layout {
+    /// The layout for an adapter: CPU drivers report no physical device (wgpu's device type
+    /// `Cpu`); in a browser every adapter reports one, so SwiftShader is known by its name.
+    pub fn for_adapter(name: &str, physical: bool) -> Layout {
+        let name = name.to_ascii_lowercase();
+        let software = ["llvmpipe", "lavapipe", "swiftshader", "basic render"].iter().any(|s| name.contains(s));
+        if physical && !software {
+            Layout::Gpu
+        } else {
+            Layout::Cpu
+        }
+    }
+
+    /// Query rows per invocation (`d` is kept for tuning per head dim).
+    pub fn rows_per_invocation(self, d: usize) -> usize {
+        let _ = d;
+        match self {
+            Layout::Cpu => 8,
+            Layout::Gpu => 1,
+        }
+    }
+
+    /// Invocations per workgroup: 64 query rows per workgroup in either layout.
+    pub fn invocations(self, d: usize) -> u32 {
+        ROWS_PER_WORKGROUP / self.rows_per_invocation(d) as u32
+    }
 }
 
 /// `line(r, c)` for every row r and slice c, one statement per line.
@@ -70,33 +119,56 @@ fn init_block(rows: usize, d4: usize) -> String {
     out
 }
 
-/// Four keys for every row: scores, online-softmax update, weighted sum of V.
+/// Keys scored per inner step, in vec4 groups; each row's running max and sum are rescaled once
+/// per step. Eight (fewer rescales, more live values) ran 5-10% slower than four on lavapipe.
+pub const KEYS_PER_STEP: usize = 4;
+const GROUPS: usize = KEYS_PER_STEP / 4;
+
+/// Eight keys for every row: scores, online-softmax update, weighted sum of V.
 fn tile_block(rows: usize, d4: usize) -> String {
     let pad = "            ";
     let mut out = String::new();
     for r in 0..rows {
-        out += &format!("{pad}var s{r} = vec4<f32>(0.0);\n");
-    }
-    for i in 0..4 {
-        for c in 0..d4 {
-            out += &format!("{pad}let k{i}_{c} = k_tile[o + {}u];\n", i * d4 + c);
+        for g in 0..GROUPS {
+            out += &format!("{pad}var s{r}_{g} = vec4<f32>(0.0);\n");
         }
-        for r in 0..rows {
-            let dot = (0..d4).map(|c| format!("q{r}_{c} * k{i}_{c}")).collect::<Vec<_>>().join(" + ");
-            out += &format!("{pad}s{r}[{i}] = dot({dot}, vec4<f32>(1.0));\n");
+    }
+    for g in 0..GROUPS {
+        for i in 0..4 {
+            let key = 4 * g + i;
+            for c in 0..d4 {
+                out += &format!("{pad}let k{key}_{c} = k_tile[o + {}u];\n", key * d4 + c);
+            }
+            for r in 0..rows {
+                let dot = (0..d4).map(|c| format!("q{r}_{c} * k{key}_{c}")).collect::<Vec<_>>().join(" + ");
+                out += &format!("{pad}s{r}_{g}[{i}] = dot({dot}, vec4<f32>(1.0));\n");
+            }
         }
     }
     for r in 0..rows {
-        out += &format!("{pad}s{r} = steer(s{r}, flags, taps{r}, b, t0 + t, t0 + count);\n");
-        out += &format!("{pad}let new{r} = max(max{r}, max(max(s{r}.x, s{r}.y), max(s{r}.z, s{r}.w)));\n");
-        out += &format!("{pad}let corr{r} = exp(max{r} - new{r});\n{pad}let p{r} = exp(s{r} - vec4<f32>(new{r}));\n");
-        out += &format!("{pad}sum{r} = sum{r} * corr{r} + (p{r}.x + p{r}.y) + (p{r}.z + p{r}.w);\n{pad}max{r} = new{r};\n");
+        let mut peak = format!("max{r}");
+        for g in 0..GROUPS {
+            out += &format!("{pad}s{r}_{g} = steer(s{r}_{g}, flags, taps{r}, b, t0 + t + {}u, t0 + count);\n", 4 * g);
+            peak = format!("max({peak}, max(max(s{r}_{g}.x, s{r}_{g}.y), max(s{r}_{g}.z, s{r}_{g}.w)))");
+        }
+        out += &format!("{pad}let new{r} = {peak};\n{pad}let corr{r} = exp(max{r} - new{r});\n");
+        let mut total = String::new();
+        for g in 0..GROUPS {
+            out += &format!("{pad}let p{r}_{g} = exp(s{r}_{g} - vec4<f32>(new{r}));\n");
+            total += &format!(" + ((p{r}_{g}.x + p{r}_{g}.y) + (p{r}_{g}.z + p{r}_{g}.w))");
+        }
+        out += &format!("{pad}sum{r} = sum{r} * corr{r}{total};\n{pad}max{r} = new{r};\n");
     }
     for c in 0..d4 {
-        // One scope per slice, so its four V values do not outlive their use.
-        out += &format!("{pad}{{\n{pad}let v0 = v_tile[o + {}u]; let v1 = v_tile[o + {}u]; let v2 = v_tile[o + {}u]; let v3 = v_tile[o + {}u];\n", c, d4 + c, 2 * d4 + c, 3 * d4 + c);
+        // One scope per slice, so its V values do not outlive their use.
+        out += &format!("{pad}{{\n");
+        for key in 0..KEYS_PER_STEP {
+            out += &format!("{pad}let v{key} = v_tile[o + {}u];\n", key * d4 + c);
+        }
         for r in 0..rows {
-            out += &format!("{pad}a{r}_{c} = a{r}_{c} * corr{r} + (p{r}.x * v0 + p{r}.y * v1) + (p{r}.z * v2 + p{r}.w * v3);\n");
+            let terms: Vec<String> = (0..KEYS_PER_STEP).map(|key| format!("p{r}_{}.{} * v{key}", key / 4, ["x", "y", "z", "w"][key % 4])).collect();
+            let pairs: Vec<String> = terms.chunks(2).map(|t| format!("({})", t.join(" + "))).collect();
+            out += &format!("{pad}a{r}_{c} = a{r}_{c} * corr{r} + {};\n", pairs.join(" + "));
         }
         out += &format!("{pad}}}\n");
     }
@@ -116,17 +188,19 @@ fn finish_block(rows: usize, d4: usize) -> String {
     out
 }
 
-fn values(f16: bool, d: usize) -> Vec<(&'static str, String)> {
-    let (d4, rows) = (d.div_ceil(4), rows_per_invocation(d));
-    let mut v = base_values(f16, invocations(d));
+fn values(f16: bool, d: usize, layout: Layout, steered: bool) -> Vec<(&'static str, String)> {
+    let (d4, rows) = (d.div_ceil(4), layout.rows_per_invocation(d));
+    let mut v = base_values(f16, layout.invocations(d));
     v.extend([("d", d.to_string()), ("d4", d4.to_string()), ("tk", tile_keys(d).to_string()), ("rows", rows.to_string())]);
+    v.extend([("kb", KEYS_PER_STEP.to_string()), ("steered", steered.to_string())]);
     v.extend([("init", init_block(rows, d4)), ("tile", tile_block(rows, d4)), ("finish", finish_block(rows, d4))]);
     v
 }
 
-/// attention.wgsl rendered for an element type and head dim: (cache key, source).
-pub fn shader(f16: bool, d: usize) -> (String, String) {
-    (format!("attention/{f16}/{d}"), render(TEMPLATE, &values(f16, d)))
+/// attention.wgsl rendered for an element type, head dim, layout and whether it takes a bias map
+/// and key scale: (cache key, source).
+pub fn shader(f16: bool, d: usize, layout: Layout, steered: bool) -> (String, String) {
+    (format!("attention/{f16}/{d}/{layout:?}/{steered}"), render(TEMPLATE, &values(f16, d, layout, steered)))
 }
 
 /// attention_probs.wgsl rendered for an element type and head dim: (cache key, source).

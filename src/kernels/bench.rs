@@ -16,7 +16,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::Distribution;
 use serde_json::{json, Value};
 
-use super::attention::{attention_fused, attention_twin, twin_scores, AttentionControl};
+use super::attention::{attention_fused, forced_layout, attention_twin, twin_scores, AttentionControl};
 use super::geglu::{geglu_kernel, geglu_twin};
 use super::group_norm::{group_norm_kernel, group_norm_twin};
 use crate::config::UNetConfig;
@@ -162,7 +162,8 @@ fn attention_row(shape: AttnShape, batch: usize, device: &Device, repeats: Repea
     let plain = AttentionControl::default();
     let fused = || attention_fused(q.clone(), k.clone(), v.clone(), &plain).out;
     let twin = || attention_twin(q.clone(), k.clone(), v.clone(), &plain).out;
-    let shape = json!({ "seq": seq, "keys": keys, "heads": heads, "dim": dim, "batch": batch });
+    let layout = forced_layout().map_or("adapter".to_string(), |l| format!("{l:?}").to_lowercase());
+    let shape = json!({ "seq": seq, "keys": keys, "heads": heads, "dim": dim, "batch": batch, "layout": layout });
     let mut row = op_row(shape, device, repeats, fused, twin);
     // The twin's peak is inside it: read after each of its stages.
     let mut peak = Peak::new(device);

@@ -127,11 +127,18 @@ fn attention(q: CubeTensor, k: CubeTensor, v: CubeTensor, bias: Option<CubeTenso
     let params = attention_params(&q, &k, &v, flags, scale, grid, steer.bias_hw);
     let out = output(&q, vec![b, h, n, d], q.dtype);
     let stats_out = output(&q, if stats { vec![b * h, n, 2] } else { vec![1, 1, 2] }, DType::F32);
-    let (key, source) = attention::shader(q.dtype == DType::F16, d);
+    let layout = attention::forced_layout().unwrap_or_else(|| adapter_layout(&q));
+    let (key, source) = attention::shader(q.dtype == DType::F16, d, layout, steer.flags & 3 != 0);
     let count = (n.div_ceil(attention::ROWS_PER_WORKGROUP as usize) as u32, (b * h) as u32, 1);
     let buffers = vec![binding(&q), binding(&k), binding(&v), binding(&out), steer.bias, steer.key_scale, binding(&stats_out), words(&q, &params)];
-    launch(&q, key, source, attention::invocations(d), count, buffers);
+    launch(&q, key, source, layout.invocations(d), count, buffers);
     (out, stats_out)
+}
+
+/// The attention layout for the tensor's adapter (see [`attention::Layout`]).
+fn adapter_layout(like: &CubeTensor) -> attention::Layout {
+    let identity = &like.client.properties().identity;
+    attention::Layout::for_adapter(&identity.name, identity.physical.is_some())
 }
 
 impl KernelOps for CubeBackend {
