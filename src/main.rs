@@ -318,7 +318,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let scheduler = args.scheduler.as_deref().map(str::parse::<SchedulerKind>).transpose()?;
     let backend = args.backend.map(BackendArg::backend);
     let (mut pipeline, backend) = open_pipeline(args.model.clone(), backend)?;
-    let (notes, tokens) = teach_cli::apply_store(&mut pipeline, args.store.clone(), args.model.clone())?;
+    let (notes, tokens) = teach_cli::apply_store(&mut pipeline, args.store.clone(), args.model.clone(), &args.prompt)?;
     for note in notes {
         eprintln!("{note}");
     }

@@ -23,6 +23,8 @@ pub enum MethodArg {
     Finetune,
     Ewc,
     LoraMerge,
+    /// One LoRA block per concept; a prompt generates with the blocks of the concepts it names.
+    Routed,
 }
 
 impl MethodArg {
@@ -32,6 +34,7 @@ impl MethodArg {
             MethodArg::Finetune => Method::Finetune,
             MethodArg::Ewc => Method::Ewc,
             MethodArg::LoraMerge => Method::LoraMerge,
+            MethodArg::Routed => Method::Routed,
         }
     }
 }
@@ -55,6 +58,9 @@ pub struct TeachArgs {
     pub model: Option<PathBuf>,
     #[arg(long, default_value_t = 150)]
     pub steps: usize,
+    /// l2dm: one shared adapter, protected by replay and distillation (the paper); routed: one
+    /// LoRA block per concept, so nothing taught before changes; finetune, ewc, lora-merge: the
+    /// baselines. A store's concepts are all routed or all shared.
     #[arg(long, value_enum, default_value = "l2dm")]
     pub method: MethodArg,
     #[arg(long, default_value_t = 0)]
@@ -257,8 +263,9 @@ pub fn concepts(command: ConceptsCommand) -> Result<()> {
 }
 
 /// Installs the concepts of `store` (or of the user's default store, when it exists and belongs
-/// to this model) into `pipeline`. Returns notes for the user and the installed concept tokens.
-pub fn apply_store(pipeline: &mut Pipeline, store: Option<PathBuf>, model: Option<PathBuf>) -> Result<(Vec<String>, Vec<String>)> {
+/// to this model) into `pipeline`, as `prompt` uses them (a routed store: the blocks of the
+/// concepts it names). Returns notes for the user and the installed concept tokens.
+pub fn apply_store(pipeline: &mut Pipeline, store: Option<PathBuf>, model: Option<PathBuf>, prompt: &str) -> Result<(Vec<String>, Vec<String>)> {
     let dir = model_dir(model)?;
     let explicit = store.is_some();
     let store_dir = match store {
@@ -278,7 +285,7 @@ pub fn apply_store(pipeline: &mut Pipeline, store: Option<PathBuf>, model: Optio
     }
     let (entry, blobs) = store.load(None)?;
     let device = pipeline.device.clone();
-    state::install(&mut pipeline.model, &entry.concepts, &blobs, &device)?;
+    state::install(&mut pipeline.model, &entry.concepts, &blobs, &device, prompt)?;
     let tokens: Vec<String> = entry.concepts.iter().map(|c| c.token.clone()).collect();
     Ok((vec![format!("concepts from {} (version {}): {}", store_dir.display(), entry.version, tokens.join(" "))], tokens))
 }

@@ -175,4 +175,27 @@ fn routed_lessons_isolate_concepts_and_leave_plain_prompts_alone() {
     assert!(gap(&plain, &base_plain) < 1e-5, "plain prompts get the base model");
     assert!(gap(&one_after_first, &one_after_second) < 1e-5, "the second lesson leaves <one> as it was");
     assert!(gap(&two, &one_after_second) > 1e-4, "<two> draws with its own block");
+    let rank = AdapterConfig::default().rank;
+    assert_eq!(l.adapter.routes, vec![0..rank, rank..2 * rank], "one block of the configured rank per concept");
+
+    // A shared-adapter lesson on a routed state would train every concept's block: refused.
+    let refused = l.lesson("three", &[picture(4, 4)], Method::L2dm, &options, &memory, &mut |_| {});
+    assert!(refused.unwrap_err().to_string().contains("--method routed"));
+
+    // The store keeps the blocks: reloaded, each prompt routes as before.
+    let (concepts, blobs) = state::save(&l, &[], 1).expect("save");
+    assert_eq!(concepts.iter().map(|c| c.rank_rows).collect::<Vec<_>>(), vec![Some([0, rank]), Some([rank, 2 * rank])]);
+    let mut back = learner();
+    state::load(&mut back, &concepts, &blobs).expect("load");
+    assert_eq!(back.adapter.routes, l.adapter.routes);
+    assert!(gap(&predict(&back, "a <one> on the left"), &one_after_second) < 1e-5);
+    assert!(gap(&predict(&back, "a red square"), &base_plain) < 1e-5);
+
+    // A manifest whose concepts disagree (one routed, one not) or overlap is refused.
+    let mut mixed = concepts.clone();
+    mixed[1].rank_rows = None;
+    assert!(state::load(&mut learner(), &mixed, &blobs).unwrap_err().to_string().contains("inconsistent"));
+    let mut overlap = concepts.clone();
+    overlap[1].rank_rows = Some([rank / 2, rank + 1]);
+    assert!(state::load(&mut learner(), &overlap, &blobs).unwrap_err().to_string().contains("another concept's"));
 }

@@ -96,6 +96,36 @@ fn a_lesson_lands_in_the_store_and_the_generator_uses_it() {
     assert!(concepts(&store, &["list"]).contains("v1 (current)"));
 }
 
+fn generate_prompt(store: &Path, prompt: &str, out: &Path) -> String {
+    let mut cmd = bin();
+    cmd.args(["generate", "--prompt", prompt, "--model", &model(), "--steps", "2", "--backend", "cpu", "--no-attend"]);
+    cmd.args(["--out", out.to_str().unwrap(), "--store", store.to_str().unwrap()]);
+    ok(cmd.output().unwrap())
+}
+
+/// `--method routed`: the concept's block is used only by prompts that name it (a plain prompt
+/// draws exactly what the model draws without the store), and a shared lesson on that store is
+/// refused with the fix, leaving the version as it was.
+#[test]
+fn a_routed_store_uses_a_concept_only_where_the_prompt_names_it() {
+    let dir = temp("routed");
+    let store = dir.join("store");
+    let images = pictures(&dir);
+    ok(teach(&store, "toy", &images, "3").args(["--method", "routed"]).output().unwrap());
+    let plain = "a red circle on the left";
+    let (with, without, named) = (dir.join("with.png"), dir.join("without.png"), dir.join("named.png"));
+    generate_prompt(&store, plain, &with);
+    generate_prompt(&dir.join("empty-store"), plain, &without);
+    assert_eq!(std::fs::read(&with).unwrap(), std::fs::read(&without).unwrap(), "a plain prompt draws the base model");
+    let log = generate_prompt(&store, "a <toy> on the left", &named);
+    assert!(log.contains("<toy>"), "{log}");
+
+    let out = teach(&store, "other", &images, "2").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--method routed"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(concepts(&store, &["list"]).contains("v1 (current)"));
+}
+
 #[test]
 fn a_file_that_is_no_image_is_refused_and_nothing_is_written() {
     let dir = temp("bad");

@@ -69,13 +69,14 @@ export class TeachPanel {
   async teach() {
     const name = $('teach-name').value.trim();
     const steps = Math.max(1, parseInt($('teach-steps').value, 10) || 100);
+    const method = $('teach-method').value;
     this.busy = true;
     this.update();
     $('teach-progress').value = 0;
     $('teach-text').textContent = 'reading the pictures…';
     const started = performance.now();
     try {
-      const result = await this.client.teach(name, this.picked, { steps, ...this.options }, (p) => this.progress(p));
+      const result = await this.client.teach(name, this.picked, { steps, ...(method ? { method } : {}), ...this.options }, (p) => this.progress(p));
       $('teach-progress').value = 1;
       const secs = ((performance.now() - started) / 1000).toFixed(1);
       $('teach-text').textContent = `taught <${name}> in ${secs} s (loss ${result.firstLoss.toFixed(4)} → ${result.lastLoss.toFixed(4)}); version ${result.version}`;

@@ -110,6 +110,9 @@ pub struct Learner {
     pub trainer: Trainer,
     pub adapter: Adapter,
     pub memories: Vec<Memory>,
+    /// The configured adapter: rank and alpha of each new block of `lora-merge` and `routed`
+    /// (the adapter's own rank grows by one block per concept).
+    pub block: AdapterConfig,
 }
 
 impl Learner {
@@ -118,8 +121,8 @@ impl Learner {
     pub fn new(base: LoadedModel, device: Device, trained: LoadedModel, config: AdapterConfig) -> Result<Self> {
         let ad = device.clone().autodiff();
         let mut trainer = Trainer::new(trained, ad.clone())?;
-        let adapter = Adapter::new(&mut trainer.model.unet, config, 0, &ad)?;
-        Ok(Self { base, device, trainer, adapter, memories: Vec::new() })
+        let adapter = Adapter::new(&mut trainer.model.unet, config.clone(), 0, &ad)?;
+        Ok(Self { base, device, trainer, adapter, memories: Vec::new(), block: config })
     }
 
     /// A generation pipeline with the current state installed.
@@ -152,6 +155,7 @@ impl Learner {
         if pictures.is_empty() {
             return Err(Error::InvalidInput("a lesson needs at least one picture (3-5 work best)".into()));
         }
+        self.check_method(method)?;
         let token = concept_token(name);
         let token_id = self.trainer.model.tokenizer.add_token(&token)?;
         let new = self.examples(&token, pictures)?;
@@ -177,6 +181,20 @@ impl Learner {
         Ok(report)
     }
 
+    /// A state is routed (each concept its own block) or shared, never both: a shared lesson would
+    /// train every concept's block, a routed one cannot isolate concepts that share rows.
+    fn check_method(&self, method: Method) -> Result<()> {
+        let routed = !self.adapter.routes.is_empty();
+        if self.adapter.concepts.is_empty() || routed == (method == Method::Routed) {
+            return Ok(());
+        }
+        Err(Error::InvalidInput(if routed {
+            "this store's concepts were taught with the `routed` method (one LoRA block each); teach with `--method routed` or use another store".into()
+        } else {
+            "this store's concepts share one adapter; the `routed` method needs an empty store or one whose concepts were all taught routed".into()
+        }))
+    }
+
     /// Custom-Diffusion-style: a fresh rank-r LoRA learns the concept alone, then is appended to
     /// the shared one (the merged update is the sum of both), growing the rank.
     /// Trains a fresh LoRA for the concept alone, then appends it to the adapter's rank rows
@@ -194,11 +212,21 @@ impl Learner {
         progress: &mut dyn FnMut(LessonProgress),
     ) -> Result<LessonReport> {
         let ad = self.trainer.device.clone();
-        let mut fresh = Adapter::new(&mut self.trainer.model.unet, self.adapter.config.clone(), options.seed, &ad)?;
+        // Each block has the configured rank, on the projections the adapter already adapts (a
+        // state loaded from a store keeps its own targets).
+        let block = AdapterConfig { targets: self.adapter.config.targets.clone(), ..self.block.clone() };
+        let mut fresh = Adapter::new(&mut self.trainer.model.unet, block, options.seed, &ad)?;
         fresh.add_concept(name, token, token_id, init)?;
         let report = teach(&self.trainer, &mut fresh, None, new, &[], options, progress)?;
         let old = self.adapter.frozen(&ad);
         let fresh = fresh.frozen(&ad);
+        if old.concepts.is_empty() {
+            // Nothing taught yet: the old adapter is zero (B = 0), so the fresh block alone is
+            // the same model without rank rows that carry nothing.
+            let routes = if route { vec![0..fresh.config.rank] } else { Vec::new() };
+            self.adapter = Adapter { routes, ..fresh }.trainable(&ad);
+            return Ok(report);
+        }
         let (old_rank, fresh_rank) = (old.config.rank, fresh.config.rank);
         let mut config = old.config.clone();
         config.rank += fresh_rank;

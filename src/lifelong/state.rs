@@ -2,6 +2,8 @@
 //! memories. The LoRA scale `alpha / r` is folded into `lora_B` on save (saved with alpha = r),
 //! so a file reads the same in PEFT with `lora_alpha = r`.
 
+use std::ops::Range;
+
 use burn::prelude::*;
 
 use super::adapter::{transformer_blocks, leaf, Adapter, AdapterConfig, Concept, Target};
@@ -51,7 +53,8 @@ pub fn save(learner: &Learner, previous: &[ConceptEntry], next: u32) -> Result<(
     let concepts = a
         .concepts
         .iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(i, c)| {
             let old = previous.iter().find(|p| p.name == c.name);
             ConceptEntry {
                 name: c.name.clone(),
@@ -59,6 +62,7 @@ pub fn save(learner: &Learner, previous: &[ConceptEntry], next: u32) -> Result<(
                 token_id: c.token_id,
                 added_in: old.map_or(next, |p| p.added_in),
                 meta: old.map_or(serde_json::Value::Null, |p| p.meta.clone()),
+                rank_rows: a.routes.get(i).map(|r| [r.start, r.end]),
             }
         })
         .collect();
@@ -77,15 +81,33 @@ pub fn load(learner: &mut Learner, concepts: &[ConceptEntry], blobs: &StateBlobs
     Ok(())
 }
 
-/// Puts a saved state into `model` for generation (`generate --store`).
-pub fn install(model: &mut LoadedModel, concepts: &[ConceptEntry], blobs: &StateBlobs, device: &Device) -> Result<()> {
+/// Puts a saved state into `model` for generating `prompt` (`generate --store`): a routed state
+/// with the blocks of the concepts the prompt names only (see [`stored_adapter`] to install one
+/// state for many prompts).
+pub fn install(model: &mut LoadedModel, concepts: &[ConceptEntry], blobs: &StateBlobs, device: &Device, prompt: &str) -> Result<()> {
+    if let Some(adapter) = stored_adapter(model, concepts, blobs, device)? {
+        install_for(model, &adapter, prompt)?;
+    }
+    Ok(())
+}
+
+/// The adapter a saved state holds for `model` (`None` when nothing is taught yet), on `device`.
+pub fn stored_adapter(model: &mut LoadedModel, concepts: &[ConceptEntry], blobs: &StateBlobs, device: &Device) -> Result<Option<Adapter>> {
     let fresh = Adapter::new(&mut model.unet, AdapterConfig::default(), 0, device)?;
     // install() adds the tokens to the model's own tokenizer; this copy only numbers them.
     let mut tokenizer = model.tokenizer.clone();
-    if let Some(adapter) = adapter_from_blobs(&mut model.unet, &mut tokenizer, &fresh, concepts, blobs, device)? {
-        adapter.install(model)?;
-    }
-    Ok(())
+    adapter_from_blobs(&mut model.unet, &mut tokenizer, &fresh, concepts, blobs, device)
+}
+
+/// Installs `adapter` into `model` as `prompt` uses it (routed: the named concepts' blocks).
+pub fn install_for(model: &mut LoadedModel, adapter: &Adapter, prompt: &str) -> Result<()> {
+    adapter.routed(&adapter.concepts_in(prompt)).install(model)
+}
+
+/// The rank rows `prompt` routes to, for callers that cache installed models: `None` for a shared
+/// adapter (every prompt gets all of it).
+pub fn route_key(adapter: &Adapter, prompt: &str) -> Option<Vec<usize>> {
+    (!adapter.routes.is_empty()).then(|| adapter.concepts_in(prompt))
 }
 
 /// The adapter a state holds (`None` for an empty state), on `device`, its concept tokens added
@@ -137,7 +159,28 @@ fn adapter_from_blobs(
     if let Some(orphan) = blobs.adapter.iter().filter_map(|t| embedding_concept(&t.name)).find(|n| !concepts.iter().any(|c| c.name == *n)) {
         return Err(Error::InvalidInput(format!("the store holds an embedding for `{orphan}` that its manifest does not list; it is inconsistent")));
     }
+    adapter.routes = routes_of(concepts, rank)?;
     Ok(Some(adapter))
+}
+
+/// The concepts' own LoRA blocks of a routed state: every concept names disjoint rank rows within
+/// the adapter's rank, or none does (a shared adapter).
+fn routes_of(concepts: &[ConceptEntry], rank: usize) -> Result<Vec<Range<usize>>> {
+    let rows: Vec<[usize; 2]> = concepts.iter().filter_map(|c| c.rank_rows).collect();
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    if rows.len() != concepts.len() {
+        return Err(Error::InvalidInput("some concepts of the store have their own LoRA block and some do not; it is inconsistent (restore an earlier version)".into()));
+    }
+    let mut taken = vec![false; rank];
+    for (c, &[start, end]) in concepts.iter().zip(&rows) {
+        if start >= end || end > rank || taken[start..end].iter().any(|&t| t) {
+            return Err(Error::InvalidInput(format!("concept `{}` claims LoRA rows {start}..{end} of a rank-{rank} adapter, which are out of range or another concept's", c.name)));
+        }
+        taken[start..end].fill(true);
+    }
+    Ok(rows.into_iter().map(|[start, end]| start..end).collect())
 }
 
 fn missing(site: &str) -> Error {

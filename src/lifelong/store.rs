@@ -60,6 +60,11 @@ pub struct ConceptEntry {
     pub added_in: u32,
     #[serde(default)]
     pub meta: serde_json::Value,
+    /// The LoRA rank rows `[start, end)` that are this concept's own block, when the store's
+    /// concepts were taught `routed` (a prompt then generates with the blocks of the concepts it
+    /// names); absent when all concepts share the whole adapter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank_rows: Option<[usize; 2]>,
 }
 
 /// The replay memory of one concept: prompts and tensors (latents, feature bank).
@@ -127,6 +132,8 @@ pub enum StoreError {
     InvalidName { name: String, reason: &'static str },
     #[error("concept `{0}` appears twice; give each concept its own name")]
     DuplicateConcept(String),
+    #[error("the concepts' own LoRA blocks (rank_rows) {0}; the file is damaged, export it again")]
+    RankRows(String),
     #[error("no concept `{name}` in version {version}; `concepts list` shows the names")]
     UnknownConcept { name: String, version: u32 },
     #[error("no version {version} in the store (kept: {available:?}); pick one of those")]
@@ -234,6 +241,16 @@ fn check_concepts(concepts: &[ConceptEntry]) -> Result<(), StoreError> {
         if !seen.insert(c.name.as_str()) {
             return Err(StoreError::DuplicateConcept(c.name.clone()));
         }
+    }
+    // A routed state: every concept names its own rows, non-empty and disjoint (the rank is
+    // checked against the tensors when the state loads into a model).
+    let mut rows: Vec<[usize; 2]> = concepts.iter().filter_map(|c| c.rank_rows).collect();
+    if !rows.is_empty() && rows.len() != concepts.len() {
+        return Err(StoreError::RankRows("are given for some concepts only".into()));
+    }
+    rows.sort_unstable();
+    if rows.iter().any(|r| r[0] >= r[1]) || rows.windows(2).any(|w| w[0][1] > w[1][0]) {
+        return Err(StoreError::RankRows(format!("are empty or overlap: {rows:?}")));
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use wasm_bindgen::prelude::*;
 use super::error::WebError;
 use super::store::ConceptStore;
 use super::teach::memory_files;
+use crate::lifelong::adapter::Adapter;
 use crate::lifelong::state;
 use crate::loader::{self, LoadedModel};
 use crate::pipeline::{self, GenerateOptions, Pipeline};
@@ -81,6 +82,9 @@ pub struct Generator {
     /// The model as loaded, without concepts: `useConcepts` installs a store's state on a copy.
     base: Rc<RefCell<Option<LoadedModel>>>,
     pipeline: Rc<RefCell<Option<Rc<Pipeline>>>>,
+    /// A routed store's adapter (on the CPU) and the concepts the current pipeline has installed:
+    /// each prompt generates with the blocks of the concepts it names.
+    routed: Rc<RefCell<Option<(Adapter, Vec<usize>)>>>,
     busy: Rc<Cell<bool>>,
     lost: Rc<RefCell<Option<String>>>,
 }
@@ -98,7 +102,7 @@ impl Generator {
             return Err(WebError::NoWebGpu("navigator.gpu is missing".into()).into());
         }
         let device = Device::wgpu_options().init_async().await.map_err(|e| WebError::NoWebGpu(e.to_string()))?;
-        Ok(Generator { device, base: Rc::default(), pipeline: Rc::default(), busy: Rc::default(), lost: Rc::default() })
+        Ok(Generator { device, base: Rc::default(), pipeline: Rc::default(), routed: Rc::default(), busy: Rc::default(), lost: Rc::default() })
     }
 
     /// Loads a diffusers pipeline from `files` (a `Map` of relative path -> `Uint8Array`, e.g.
@@ -111,6 +115,7 @@ impl Generator {
         let files = memory_files(&name, &files)?;
         // Drop the old model first: two models at once may not fit the adapter's memory.
         self.pipeline.replace(None);
+        self.routed.replace(None);
         self.base.replace(None);
         let model = loader::load(&files, &self.device).map_err(WebError::Model)?;
         self.base.replace(Some(model.clone()));
@@ -129,11 +134,17 @@ impl Generator {
         wasm_bindgen_futures::future_to_promise(async move {
             this.check_usable()?;
             let options = Options::parse(&options_json)?;
-            let pipeline = this.pipeline.borrow().clone().ok_or(WebError::NoModel)?;
+            if this.pipeline.borrow().is_none() {
+                return Err(WebError::NoModel.into());
+            }
             if this.busy.replace(true) {
                 return Err(WebError::Busy("another generation is running").into());
             }
-            let result = run(&pipeline, &options, &on_progress).await;
+            let pipeline = this.route(&options.prompt).and_then(|()| this.pipeline.borrow().clone().ok_or(WebError::NoModel));
+            let result = match pipeline {
+                Ok(pipeline) => run(&pipeline, &options, &on_progress).await,
+                Err(e) => Err(e),
+            };
             this.busy.set(false);
             if let Err(WebError::DeviceLost(why)) = &result {
                 this.lost.replace(Some(why.clone()));
@@ -156,11 +167,18 @@ impl Generator {
             let mut model = this.base.borrow().clone().ok_or(WebError::NoModel)?;
             let manifest = store.read_manifest().await?;
             let mut tokens = Vec::new();
+            this.routed.replace(None);
             if manifest.current.is_some() {
                 let (entry, blobs) = store.load(None).await?;
                 // Read the state on the CPU: install() moves it to the GPU with to_data(), which
                 // WebGPU could only do asynchronously.
-                state::install(&mut model, &entry.concepts, &blobs, &Device::flex()).map_err(WebError::Model)?;
+                let adapter = state::stored_adapter(&mut model, &entry.concepts, &blobs, &Device::flex()).map_err(WebError::Model)?;
+                if let Some(adapter) = adapter {
+                    state::install_for(&mut model, &adapter, "").map_err(WebError::Model)?;
+                    if let Some(key) = state::route_key(&adapter, "") {
+                        this.routed.replace(Some((adapter, key)));
+                    }
+                }
                 tokens = entry.concepts.iter().map(|c| JsValue::from_str(&c.token)).collect();
             }
             this.pipeline.replace(Some(Rc::new(Pipeline::new(model, this.device.clone()))));
@@ -181,9 +199,26 @@ impl Generator {
             device: self.device.clone(),
             base: self.base.clone(),
             pipeline: self.pipeline.clone(),
+            routed: self.routed.clone(),
             busy: self.busy.clone(),
             lost: self.lost.clone(),
         }
+    }
+
+    /// With a routed store, reinstalls the concepts `prompt` names when they differ from the
+    /// installed ones (a copy of the base model with those blocks merged).
+    fn route(&self, prompt: &str) -> Result<(), WebError> {
+        let mut routed = self.routed.borrow_mut();
+        let Some((adapter, installed)) = routed.as_mut() else { return Ok(()) };
+        let key = state::route_key(adapter, prompt).unwrap_or_default();
+        if key == *installed {
+            return Ok(());
+        }
+        let mut model = self.base.borrow().clone().ok_or(WebError::NoModel)?;
+        state::install_for(&mut model, adapter, prompt).map_err(WebError::Model)?;
+        self.pipeline.replace(Some(Rc::new(Pipeline::new(model, self.device.clone()))));
+        *installed = key;
+        Ok(())
     }
 
     fn check_usable(&self) -> Result<(), WebError> {

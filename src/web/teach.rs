@@ -26,7 +26,7 @@ use crate::lifelong::lesson::LessonOptions;
 use crate::lifelong::state;
 use crate::lifelong::store::{concept_token, validate_concept_name};
 use crate::loader::{self, MemoryFiles};
-use crate::pipeline::{image_to_rgb8, Pipeline};
+use crate::pipeline::{image_to_rgb8, GenerateOptions, Pipeline};
 
 /// What the page may set (JSON; unknown fields are refused so a typo is not silently ignored).
 #[derive(Debug, Deserialize)]
@@ -44,6 +44,10 @@ struct TeachOptions {
     batch: Option<usize>,
     #[serde(default)]
     memory: MemorySettings,
+    /// `"l2dm"` (one shared adapter) or `"routed"` (one block per concept); default: what the
+    /// store already holds (a store is one or the other), L2DM for an empty store.
+    #[serde(default)]
+    method: Option<String>,
 }
 
 /// Memory building after the lesson; absent fields keep the learner's defaults.
@@ -151,17 +155,23 @@ async fn lesson(
         let (entry, blobs) = store.load(None).await?;
         state::load(&mut learner, &entry.concepts, &blobs)?;
     }
+    let method = match options.method.as_deref() {
+        None if !learner.adapter.routes.is_empty() => Method::Routed,
+        None | Some("l2dm") => Method::L2dm,
+        Some("routed") => Method::Routed,
+        Some(other) => return Err(WebError::InvalidOptions(format!("method must be \"l2dm\" or \"routed\", got {other:?}"))),
+    };
     let [size, _] = Pipeline::new(learner.base.clone(), learner.device.clone()).image_size();
     let mut taught = Vec::with_capacity(count);
     for (i, picture) in pictures.iter().enumerate() {
         let words = options.words.get(i).or(options.words.first()).cloned();
         taught.push(Picture { image: read_picture(&picture, i, size, &learner.device)?, words });
     }
-    if !learner.memories.iter().any(|m| m.concept.is_none()) {
+    if method == Method::L2dm && !learner.memories.iter().any(|m| m.concept.is_none()) {
         report(on_progress, "base-memory", 0, options.steps, f32::NAN);
         learner.remember_base(&base_prompts(model_name == "builtin", base_count), &memory, options.seed)?;
     }
-    let lesson = learner.lesson(name, &taught, Method::L2dm, &lesson_options, &memory, &mut |p| {
+    let lesson = learner.lesson(name, &taught, method, &lesson_options, &memory, &mut |p| {
         report(on_progress, "lesson", p.step, p.total, p.loss);
         if p.step == p.total {
             report(on_progress, "memory", p.step, p.total, p.loss);
@@ -169,12 +179,12 @@ async fn lesson(
     })?;
     report(on_progress, "saving", options.steps, options.steps, lesson.last_loss);
     let (mut concepts, blobs) = state::save(&learner, &previous, manifest.next_version())?;
-    let thumbnail = thumbnail(&learner, name)?;
+    let thumbnail = thumbnail(&learner, name, &memory, options.seed)?;
     for c in concepts.iter_mut().filter(|c| c.name == name) {
         c.meta = serde_json::json!({ "thumbnail": thumbnail, "pictures": count });
     }
     let record = serde_json::json!({
-        "concept": name, "method": Method::L2dm, "steps": lesson.steps, "first_loss": lesson.first_loss,
+        "concept": name, "method": method, "steps": lesson.steps, "first_loss": lesson.first_loss,
         "last_loss": lesson.last_loss, "images": count, "where": "browser",
     });
     let pending = manifest
@@ -222,13 +232,21 @@ fn read_picture(value: &JsValue, index: usize, size: usize, device: &Device) -> 
     Ok(fit_rgb8(&rgb, w, h, size, device)?)
 }
 
-/// The card's picture: the first memory sample of the new concept (what the model now draws
-/// for `<name>`), decoded, as a PNG data URL. Never a user picture: those are not kept.
-fn thumbnail(learner: &Learner, name: &str) -> Result<Option<String>, WebError> {
-    let memory = learner.memories.iter().find(|m| m.concept.as_deref() == Some(name));
-    let Some(item) = memory.and_then(|m| m.items.first()) else { return Ok(None) };
+/// The card's picture: what the model now draws for `<name>` (the first memory sample of the new
+/// concept, or for a routed lesson, which keeps no memory, one sample drawn now), decoded, as a
+/// PNG data URL. Never a user picture: those are not kept.
+fn thumbnail(learner: &Learner, name: &str, memory: &MemoryOptions, seed: u64) -> Result<Option<String>, WebError> {
+    let kept = learner.memories.iter().find(|m| m.concept.as_deref() == Some(name)).and_then(|m| m.items.first());
+    let latents = match kept {
+        Some(item) => item.latents.clone(),
+        None => {
+            let prompt = format!("a {}", concept_token(name));
+            let options = GenerateOptions { prompt: prompt.clone(), steps: memory.steps, guidance: memory.guidance, seed, ..GenerateOptions::default() };
+            learner.pipeline_for(&prompt)?.generate(&options, &mut |_| {})?.latents
+        }
+    };
     let pipeline = Pipeline::new(learner.base.clone(), learner.device.clone());
-    let image = pipeline.decode(item.latents.clone());
+    let image = pipeline.decode(latents);
     let [_, _, h, w] = image.dims();
     let side = THUMB.min(w).min(h);
     let small = fit_rgb8(&image_to_rgb8(&image)?, w, h, side, &learner.device)?;

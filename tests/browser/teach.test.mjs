@@ -1,7 +1,8 @@
 // Teaching in the page on SwiftShader: a lesson (few steps, the smallest memory settings) through
 // the Teach panel; the concept is listed and changes what `<name>` draws; a reload mid-lesson
 // leaves the previous version, listed and drawing the same; after a browser restart with the same
-// profile it is listed and installed; export then import into a fresh profile round-trips. No request leaves the origin. (Each generation in a fresh worker costs ~40 s on
+// profile it is listed and installed; export then import into a fresh profile round-trips; a routed
+// lesson changes `<name>` and leaves plain prompts exactly as the base model draws them. No request leaves the origin. (Each generation in a fresh worker costs ~40 s on
 // SwiftShader, so only the reload generates again.)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -196,4 +197,32 @@ test('embed.js: gen.concepts.list/export and gen.teach work for an embedding pag
   assert.deepEqual(result.listed, ['<ldtest>']);
   assert.equal(result.exportedBytes, Buffer.from(exported, 'base64').length);
   assert.equal(result.refused, 'InvalidOptionsError');
+});
+
+test('a routed lesson: `<name>` draws with its own block, plain prompts draw exactly what the base model draws', async () => {
+  await close();
+  await open(profileDir('teach-routed', { fresh: true }));
+  const plain = 'a red circle on the left';
+  const named = 'a <ldroute> on the left';
+  const [plainBefore, namedBefore] = [await generate(plain), await generate(named)];
+  await page.setInputFiles('#teach-files', await pictures());
+  await page.fill('#teach-name', 'ldroute');
+  await page.fill('#teach-steps', '2');
+  await page.selectOption('#teach-method', 'routed');
+  await page.click('#teach-start');
+  // A routed lesson keeps no memory: the card's picture is drawn for it.
+  await page.waitForSelector('#concepts li[data-name="ldroute"] img[src^="data:image/png"]', { timeout: 600_000 });
+  const namedAfter = await generate(named);
+  const plainAfter = await generate(plain);
+  const changed = await comparePngs(page, namedBefore, namedAfter);
+  assert.ok(changed.maxDiff > 0, `<ldroute> draws the same before and after the lesson: ${JSON.stringify(changed)}`);
+  const same = await comparePngs(page, plainBefore, plainAfter);
+  assert.ok(same.maxDiff <= 2, `a plain prompt after a routed lesson (generated after a prompt that used the block): ${JSON.stringify(same)}`);
+  // The store is routed now: a shared (L2DM) lesson is refused with the fix.
+  await page.setInputFiles('#teach-files', await pictures());
+  await page.fill('#teach-name', 'other');
+  await page.selectOption('#teach-method', 'l2dm');
+  await page.click('#teach-start');
+  await page.waitForFunction(() => /--method routed|routed/.test(document.getElementById('teach-text').textContent) && /Error/.test(document.getElementById('teach-text').textContent), null, { timeout: 300_000 });
+  assert.deepEqual((await list()).concepts.map((c) => c.token), ['<ldroute>']);
 });

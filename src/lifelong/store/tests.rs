@@ -1,7 +1,7 @@
 use super::*;
 
 fn concept(name: &str, v: u32) -> ConceptEntry {
-    ConceptEntry { name: name.into(), token: concept_token(name), token_id: 49408, added_in: v, meta: serde_json::json!({"lr": 1e-3}) }
+    ConceptEntry { name: name.into(), token: concept_token(name), token_id: 49408, added_in: v, meta: serde_json::json!({"lr": 1e-3}), rank_rows: None }
 }
 
 fn lora(name: &str) -> NamedTensor {
@@ -53,6 +53,28 @@ fn version_round_trip() {
     assert_eq!(p.entry.files[0].fnv64, fnv64_hex(&p.files[0].1));
     let back = decode_version(&p.entry, files_of(&p)).unwrap();
     assert_eq!(back, blobs);
+}
+
+/// A routed state's blocks survive a version and an export; partial or overlapping blocks are
+/// refused before anything is written.
+#[test]
+fn rank_rows_round_trip_and_are_checked() {
+    let (mut concepts, blobs) = state(&["cat", "dog"]);
+    concepts[0].rank_rows = Some([0, 8]);
+    concepts[1].rank_rows = Some([8, 16]);
+    let m = Manifest::new("builtin");
+    let p = m.plan_new_version("teach <dog>", concepts.clone(), &blobs, serde_json::json!({}), 5.0).unwrap();
+    assert_eq!(p.entry.concepts, concepts);
+    let json = serde_json::to_string(&p.entry.concepts[0]).unwrap();
+    assert!(json.contains("\"rank_rows\":[0,8]"), "{json}");
+    assert!(!serde_json::to_string(&concept("cat", 1)).unwrap().contains("rank_rows"), "a shared state's entries stay as before");
+    for (rows, why) in [([Some([0, 8]), None], "some concepts only"), ([Some([0, 8]), Some([4, 12])], "overlap"), ([Some([0, 8]), Some([9, 9])], "empty")] {
+        let mut bad = concepts.clone();
+        bad[0].rank_rows = rows[0];
+        bad[1].rank_rows = rows[1];
+        let e = m.plan_new_version("x", bad, &blobs, serde_json::json!({}), 5.0).unwrap_err();
+        assert!(e.to_string().contains(why), "{e}");
+    }
 }
 
 #[test]
