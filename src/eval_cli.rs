@@ -66,7 +66,8 @@ pub struct EvalLifelongArgs {
     /// Weight of the lessons' unconditional anchor (0 turns it off).
     #[arg(long, default_value_t = 1.0)]
     pub uncond: f32,
-    /// Write the final identification probes of each row as PNGs into this folder.
+    /// Write the teaching pictures, the final identification probes and the two-concept images of
+    /// each method's first row as PNGs into this folder.
     #[arg(long)]
     pub dump: Option<PathBuf>,
 }

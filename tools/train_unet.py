@@ -99,6 +99,19 @@ def load_or_encode_latents(path, data, vae_dir, dev):
     return lat
 
 
+def lr_at(a, step, step0, elapsed_s):
+    """Warm-up over the first --warmup steps, then constant or (with --decay-to) a linear decay over
+    this run: a low-lr phase at the end of training is what sharpens samples once the loss has
+    flattened. The decay restarts with each run, so give a decay run one --max-minutes it finishes."""
+    warm = min(1.0, (step + 1) / a.warmup)
+    if a.decay_to is None:
+        return a.lr * warm
+    progress = (step - step0) / max(1, a.steps - step0)
+    if a.max_minutes:
+        progress = max(progress, elapsed_s / (a.max_minutes * 60))
+    return warm * (a.lr + (a.decay_to - a.lr) * min(1.0, progress))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="world export folder (captions)")
@@ -112,6 +125,9 @@ def main():
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--decay-to", type=float, default=None,
+                   help="decay the lr linearly from --lr to this over the run (progress: steps toward --steps or "
+                        "time toward --max-minutes, whichever is further); default: constant lr")
     p.add_argument("--drop", type=float, default=0.1, help="caption dropout for classifier-free guidance")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--min-snr", type=float, default=5.0)
@@ -185,7 +201,7 @@ def main():
     writer = csv.writer(csv_file)
     if new_csv:
         writer.writerow(["step", "loss", "trained_s", "s_per_step", "unix_time"])
-    start = time.time()
+    start, step0 = time.time(), step
     last_ck, last_export = time.time(), None
     acc, acc_n, t_win = 0.0, 0, time.time()
     unet.train(); te.train()
@@ -202,7 +218,7 @@ def main():
         noise = torch.randn_like(x0)
         t = torch.randint(0, 1000, (a.batch,), generator=g).to(dev)
         xt = sched.add_noise(x0, noise, t)
-        lr = a.lr * min(1.0, (step + 1) / a.warmup)
+        lr = lr_at(a, step, step0, time.time() - start)
         for g_ in opt.param_groups:
             g_["lr"] = lr
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):

@@ -159,7 +159,13 @@ fn identify_rate(
 }
 
 /// Two-concept prompts "a <a> to the left of a <b>" over consecutive taught pairs.
-fn two_concept_rate(drawer: &Drawer, taught: &[NovelConcept], options: &LifelongEvalOptions, attend: Option<&AttendOptions>) -> Result<f32> {
+fn two_concept_rate(
+    drawer: &Drawer,
+    taught: &[NovelConcept],
+    options: &LifelongEvalOptions,
+    attend: Option<&AttendOptions>,
+    samples: &mut Vec<(String, Vec<u8>)>,
+) -> Result<f32> {
     if taught.len() < 2 {
         return Ok(0.0);
     }
@@ -170,6 +176,9 @@ fn two_concept_rate(drawer: &Drawer, taught: &[NovelConcept], options: &Lifelong
         let prompt = format!("a {} {} a {}", a.token(), relation.phrase(), b.token());
         let rgb = generate_rgb(drawer, &prompt, options.seed.wrapping_add(1000 + i as u64), options, attend)?;
         hits += usize::from(two_concepts_present_apart(&rgb, a, b));
+        if options.keep_samples {
+            samples.push((prompt, rgb));
+        }
     }
     Ok(hits as f32 / options.pairs.max(1) as f32)
 }
@@ -264,9 +273,10 @@ pub fn run_method(
     let mut rows = Vec::new();
     for (name, g) in variants {
         let attend = attend_options(*g);
-        let two = two_concept_rate(&drawer, &taught, options, attend.as_ref())?;
+        let mut row_samples = samples.clone();
+        let two = two_concept_rate(&drawer, &taught, options, attend.as_ref(), &mut row_samples)?;
         let binding = binding_rate(&drawer, options, attend.as_ref())?;
-        rows.push(Row { name: name.clone(), after: after.clone(), last: last.clone(), two_concepts: two, binding, base_prompts, lesson_seconds: seconds.clone(), samples: samples.clone() });
+        rows.push(Row { name: name.clone(), after: after.clone(), last: last.clone(), two_concepts: two, binding, base_prompts, lesson_seconds: seconds.clone(), samples: row_samples });
     }
     Ok(rows)
 }
