@@ -171,7 +171,9 @@ fn two_concept_rate(
     }
     let mut hits = 0;
     for i in 0..options.pairs {
-        let (a, b) = (&taught[i % taught.len()], &taught[(i + 1 + i / taught.len()) % taught.len()]);
+        // b is never a: offsets 1..n-1 in turn.
+        let n = taught.len();
+        let (a, b) = (&taught[i % n], &taught[(i + 1 + (i / n) % (n - 1)) % n]);
         let relation = Relation::ALL[i % Relation::ALL.len()];
         let prompt = format!("a {} {} a {}", a.token(), relation.phrase(), b.token());
         let rgb = generate_rgb(drawer, &prompt, options.seed.wrapping_add(1000 + i as u64), options, attend)?;
