@@ -1,7 +1,10 @@
-//! `lifelong-diffusion eval lifelong`: arguments, the per-method loop and printing around
-//! `lifelong_diffusion::lifelong::eval` (the measuring lives in the library).
+//! `lifelong-diffusion eval world|lifelong`: arguments, the loops and printing around
+//! `lifelong_diffusion::world::eval` and `lifelong_diffusion::lifelong::eval` (the measuring lives
+//! in the library).
 
 use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
 
 use lifelong_diffusion::lifelong::adapter::{AdapterConfig, Target};
 use lifelong_diffusion::lifelong::learner::{MemoryOptions, Method};
@@ -11,6 +14,36 @@ use lifelong_diffusion::pipeline::Pipeline;
 use lifelong_diffusion::{loader, Error, Result};
 
 use crate::teach_cli::model_dir;
+use crate::{open_pipeline, AttendArgs, BackendArg};
+
+#[derive(clap::Args)]
+pub struct EvalWorldArgs {
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Prompts per category (4 categories).
+    #[arg(long, default_value_t = 200)]
+    pub n: usize,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
+    /// Score the VAE alone: render each prompt's scene, encode and decode it (the generator's ceiling).
+    #[arg(long)]
+    pub reconstruct: bool,
+    /// Run the concept attention artist on prompts with two or more objects (default: off, the
+    /// plain model's figures).
+    #[arg(long)]
+    pub attend: bool,
+    /// Which categories: all, single or two-object.
+    #[arg(long, default_value = "all")]
+    pub categories: String,
+    #[command(flatten)]
+    pub tuning: AttendArgs,
+}
 
 #[derive(clap::Args)]
 pub struct EvalLifelongArgs {
@@ -161,4 +194,36 @@ fn parse_targets(text: &str) -> Result<Vec<Target>> {
             other => Err(Error::InvalidInput(format!("unknown LoRA target `{other}`; use k, v, q, out (cross-attention), self-q, self-k, self-v, self-out, ff-in, ff-out"))),
         })
         .collect()
+}
+
+pub fn eval_world(args: EvalWorldArgs) -> Result<()> {
+    use lifelong_diffusion::world::eval;
+    let (pipeline, backend) = open_pipeline(args.model, args.backend.map(BackendArg::backend))?;
+    use lifelong_diffusion::world::SceneKind;
+    let kind = match args.categories.as_str() {
+        "all" => None,
+        "single" => Some(SceneKind::Single),
+        "two-object" | "pair" => Some(SceneKind::Pair),
+        other => return Err(Error::InvalidInput(format!("unknown --categories `{other}`; use all, single or two-object"))),
+    };
+    let categories: Vec<_> = eval::CATEGORIES.iter().copied().filter(|(k, _)| kind.is_none_or(|want| *k == want)).collect();
+    let images = args.n * categories.len();
+    let attend = args.attend.then(|| args.tuning.options()).transpose()?;
+    let options =
+        eval::EvalOptions { n: args.n, steps: args.steps, guidance: args.guidance, seed: args.seed, reconstruct: args.reconstruct, attend, categories };
+    let bar = ProgressBar::new(images as u64);
+    bar.set_message(format!("{backend:?}"));
+    let start = std::time::Instant::now();
+    let results = eval::evaluate(&pipeline, &options, &mut |done, _| bar.set_position(done as u64));
+    let per_image = start.elapsed().as_secs_f64() / images.max(1) as f64;
+    bar.finish_and_clear();
+    let results = results?;
+    print!("{}", eval::table(&results));
+    eprintln!("{images} images, {per_image:.2} s per image on {backend:?}");
+    let rows: Vec<_> = results.iter().map(eval::CategoryResult::to_json).collect();
+    println!(
+        "{}",
+        serde_json::json!({ "steps": args.steps, "guidance": args.guidance, "attend": args.attend, "seconds_per_image": per_image, "categories": rows })
+    );
+    Ok(())
 }

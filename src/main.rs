@@ -63,38 +63,9 @@ enum Command {
 #[derive(Subcommand)]
 enum EvalCommand {
     /// Generate for shapes-world prompts and score every attribute (single / two objects, seen / held-out).
-    World(EvalWorldArgs),
+    World(eval_cli::EvalWorldArgs),
     /// Teach novel shapes-world concepts in sequence and measure forgetting and neglect per method.
     Lifelong(eval_cli::EvalLifelongArgs),
-}
-
-#[derive(clap::Args)]
-struct EvalWorldArgs {
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Prompts per category (4 categories).
-    #[arg(long, default_value_t = 200)]
-    n: usize,
-    #[arg(long, default_value_t = 20)]
-    steps: usize,
-    #[arg(long, default_value_t = 7.5)]
-    guidance: f32,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long, value_enum)]
-    backend: Option<BackendArg>,
-    /// Score the VAE alone: render each prompt's scene, encode and decode it (the generator's ceiling).
-    #[arg(long)]
-    reconstruct: bool,
-    /// Run the concept attention artist on prompts with two or more objects (default: off, the
-    /// plain model's figures).
-    #[arg(long)]
-    attend: bool,
-    /// Which categories: all, single or two-object.
-    #[arg(long, default_value = "all")]
-    categories: String,
-    #[command(flatten)]
-    tuning: AttendArgs,
 }
 
 /// Settings of the concept attention artist (src/lifelong/artist.rs; defaults follow
@@ -278,38 +249,6 @@ fn open_pipeline(model: Option<PathBuf>, backend: Option<Backend>) -> Result<(Pi
     Ok((Pipeline::new(model, device), backend))
 }
 
-fn eval_world(args: EvalWorldArgs) -> Result<()> {
-    use lifelong_diffusion::world::eval;
-    let (pipeline, backend) = open_pipeline(args.model, args.backend.map(BackendArg::backend))?;
-    use lifelong_diffusion::world::SceneKind;
-    let kind = match args.categories.as_str() {
-        "all" => None,
-        "single" => Some(SceneKind::Single),
-        "two-object" | "pair" => Some(SceneKind::Pair),
-        other => return Err(Error::InvalidInput(format!("unknown --categories `{other}`; use all, single or two-object"))),
-    };
-    let categories: Vec<_> = eval::CATEGORIES.iter().copied().filter(|(k, _)| kind.is_none_or(|want| *k == want)).collect();
-    let images = args.n * categories.len();
-    let attend = args.attend.then(|| args.tuning.options()).transpose()?;
-    let options =
-        eval::EvalOptions { n: args.n, steps: args.steps, guidance: args.guidance, seed: args.seed, reconstruct: args.reconstruct, attend, categories };
-    let bar = ProgressBar::new(images as u64);
-    bar.set_message(format!("{backend:?}"));
-    let start = std::time::Instant::now();
-    let results = eval::evaluate(&pipeline, &options, &mut |done, _| bar.set_position(done as u64));
-    let per_image = start.elapsed().as_secs_f64() / images.max(1) as f64;
-    bar.finish_and_clear();
-    let results = results?;
-    print!("{}", eval::table(&results));
-    eprintln!("{images} images, {per_image:.2} s per image on {backend:?}");
-    let rows: Vec<_> = results.iter().map(eval::CategoryResult::to_json).collect();
-    println!(
-        "{}",
-        serde_json::json!({ "steps": args.steps, "guidance": args.guidance, "attend": args.attend, "seconds_per_image": per_image, "categories": rows })
-    );
-    Ok(())
-}
-
 fn generate(args: GenerateArgs) -> Result<()> {
     check_writable(&args.out)?;
     if let Some(p) = &args.out_latents {
@@ -399,7 +338,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate(args),
         Command::World { command } => world(command),
-        Command::Eval { command: EvalCommand::World(args) } => eval_world(args),
+        Command::Eval { command: EvalCommand::World(args) } => eval_cli::eval_world(args),
         Command::Bench { command } => bench_cli::run(command),
         Command::Serve { port, root } => serve(port, root),
         Command::Teach(args) => teach_cli::teach(args),
