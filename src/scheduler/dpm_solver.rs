@@ -27,41 +27,15 @@
 
 use burn::prelude::*;
 
+mod coefficients;
+
+use coefficients::{add, alpha_sigma_lambda, conversion, differences, scale, update, Algorithm, Comb, SolverType, Step};
 use super::euler::{final_sigma_is_min, sigma_schedule, SigmaSchedule};
 use super::tables::{self, BetaSchedule};
 use super::{
-    check_index, check_shape, invalid, lin, Common, LazyLin, Prediction, Scheduler, SchedulerConfig, SchedulerError,
+    check_index, check_shape, invalid, lin, Common, LazyLin, Scheduler, SchedulerConfig, SchedulerError,
     SchedulerKind,
 };
-
-/// `algorithm_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Algorithm {
-    /// DPM-Solver++ (data prediction).
-    DpmSolverPP,
-    /// DPM-Solver (noise prediction); deprecated in diffusers.
-    DpmSolver,
-    /// SDE DPM-Solver++.
-    SdeDpmSolverPP,
-    /// SDE DPM-Solver; deprecated in diffusers.
-    SdeDpmSolver,
-}
-
-impl Algorithm {
-    fn data_prediction(self) -> bool {
-        matches!(self, Algorithm::DpmSolverPP | Algorithm::SdeDpmSolverPP)
-    }
-    fn stochastic(self) -> bool {
-        matches!(self, Algorithm::SdeDpmSolverPP | Algorithm::SdeDpmSolver)
-    }
-}
-
-/// `solver_type` of the second-order update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SolverType {
-    Midpoint,
-    Heun,
-}
 
 /// diffusers `DPMSolverMultistepScheduler` after `set_timesteps(n)`.
 #[derive(Debug, Clone)]
@@ -238,11 +212,38 @@ impl DpmSolverMultistepScheduler {
         })
     }
 
-    /// `_sigma_to_alpha_sigma_t`: `(alpha_t, sigma_t, lambda_t)` of a VE sigma.
-    fn alpha_sigma_lambda(sigma: f64) -> (f64, f64, f64) {
-        let alpha_t = 1.0 / (sigma * sigma + 1.0).sqrt();
-        let sigma_t = sigma * alpha_t;
-        (alpha_t, sigma_t, alpha_t.ln() - sigma_t.ln())
+    /// Stores the converted model output of this step (the newest of the last `solver_order`) and
+    /// its x0 prediction.
+    fn remember(&mut self, sample: &Tensor<4>, model_output: &Tensor<4>, alpha_s0: f64, sigma_s0: f64) {
+        let (cx, co) = conversion(self.algorithm, self.common.prediction, alpha_s0, sigma_s0);
+        let converted = lin(&[(sample, cx), (model_output, co)]);
+        self.last_x0 = Some(if self.algorithm.data_prediction() {
+            LazyLin(vec![(converted.clone(), 1.0)])
+        } else {
+            // x0 = (x - sigma_t eps) / alpha_t
+            LazyLin(vec![(sample.clone(), 1.0 / alpha_s0), (converted.clone(), -sigma_s0 / alpha_s0)])
+        });
+        self.model_outputs.push(converted);
+        if self.model_outputs.len() > self.solver_order {
+            self.model_outputs.remove(0);
+        }
+    }
+
+    /// The order of step `i` of `len`: lower while the history is short and, "to improve
+    /// numerical stability for small number of steps", at the end of short schedules. h == 0 (a
+    /// "sigma_min" final sigma equal to the last one) makes the step the identity; the first-order
+    /// formula gives it without the 0/0 of the higher orders.
+    fn order_at(&self, i: usize, len: usize, h: f64) -> usize {
+        let lower_order_final =
+            i == len - 1 && (self.euler_at_final || (self.lower_order_final && len < 15) || self.final_sigma_zero);
+        let lower_order_second = i + 2 == len && self.lower_order_final && len < 15;
+        if self.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final || h == 0.0 {
+            1
+        } else if self.solver_order == 2 || self.lower_order_nums < 2 || lower_order_second {
+            2
+        } else {
+            3
+        }
     }
 
     /// Forgets the history: the next step starts a new chain.
@@ -252,16 +253,6 @@ impl DpmSolverMultistepScheduler {
         self.next_index = None;
         self.last_x0 = None;
     }
-}
-
-/// Coefficients over `[m0, m1, m2]` (newest first).
-type Comb = [f64; 3];
-
-fn scale(c: Comb, k: f64) -> Comb {
-    [c[0] * k, c[1] * k, c[2] * k]
-}
-fn add(a: Comb, b: Comb) -> Comb {
-    [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
 }
 
 impl Scheduler for DpmSolverMultistepScheduler {
@@ -313,153 +304,17 @@ impl Scheduler for DpmSolverMultistepScheduler {
             self.lower_order_nums = 0;
         }
         let i = step_index;
-
-        // "Improve numerical stability for small number of steps"
-        let lower_order_final =
-            i == len - 1 && (self.euler_at_final || (self.lower_order_final && len < 15) || self.final_sigma_zero);
-        let lower_order_second = i + 2 == len && self.lower_order_final && len < 15;
-
-        // convert_model_output: x0 (DPM-Solver++) or eps (DPM-Solver) as a combination of (x, out).
-        let (alpha_s0, sigma_s0, lambda_s0) = Self::alpha_sigma_lambda(self.sigmas[i]);
-        let (cx, co) = if self.algorithm.data_prediction() {
-            match self.common.prediction {
-                Prediction::Epsilon => (1.0 / alpha_s0, -sigma_s0 / alpha_s0),
-                Prediction::Sample => (0.0, 1.0),
-                Prediction::Velocity => (alpha_s0, -sigma_s0),
-            }
-        } else {
-            match self.common.prediction {
-                Prediction::Epsilon => (0.0, 1.0),
-                Prediction::Sample => (1.0 / sigma_s0, -alpha_s0 / sigma_s0),
-                Prediction::Velocity => (sigma_s0, alpha_s0),
-            }
-        };
-        let converted = lin(&[(&sample, cx), (&model_output, co)]);
-        self.model_outputs.push(converted);
-        if self.model_outputs.len() > self.solver_order {
-            self.model_outputs.remove(0);
-        }
-        self.last_x0 = Some(if self.algorithm.data_prediction() {
-            LazyLin(vec![(self.model_outputs[self.model_outputs.len() - 1].clone(), 1.0)])
-        } else {
-            // x0 = (x - sigma_t eps) / alpha_t
-            LazyLin(vec![
-                (sample.clone(), 1.0 / alpha_s0),
-                (self.model_outputs[self.model_outputs.len() - 1].clone(), -sigma_s0 / alpha_s0),
-            ])
-        });
-
-        let (alpha_t, sigma_t, lambda_t) = Self::alpha_sigma_lambda(self.sigmas[i + 1]);
+        let (alpha_s0, sigma_s0, lambda_s0) = alpha_sigma_lambda(self.sigmas[i]);
+        self.remember(&sample, &model_output, alpha_s0, sigma_s0);
+        let (alpha_t, sigma_t, lambda_t) = alpha_sigma_lambda(self.sigmas[i + 1]);
         let h = lambda_t - lambda_s0;
-        // h == 0 (a "sigma_min" final sigma equal to the last one) makes the step the identity;
-        // the first-order formula gives it without the 0/0 of the higher orders.
-        let order = if self.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final || h == 0.0 {
-            1
-        } else if self.solver_order == 2 || self.lower_order_nums < 2 || lower_order_second {
-            2
-        } else {
-            3
-        };
+        let order = self.order_at(i, len, h);
 
-        let e = (-h).exp(); // e^{-h}
-        let ep = h.exp(); // e^{h}
-        let e2 = (-2.0 * h).exp(); // e^{-2h}
-
-        // D0, D1, D2 as combinations of (m0, m1, m2) = newest first.
-        let d0: Comb = [1.0, 0.0, 0.0];
-        let (d1, d2): (Comb, Comb) = match order {
-            1 => ([0.0; 3], [0.0; 3]),
-            2 => {
-                let (_, _, lambda_s1) = Self::alpha_sigma_lambda(self.sigmas[i - 1]);
-                let r0 = (lambda_s0 - lambda_s1) / h;
-                ([1.0 / r0, -1.0 / r0, 0.0], [0.0; 3])
-            }
-            _ => {
-                let (_, _, lambda_s1) = Self::alpha_sigma_lambda(self.sigmas[i - 1]);
-                let (_, _, lambda_s2) = Self::alpha_sigma_lambda(self.sigmas[i - 2]);
-                let (h0, h1) = (lambda_s0 - lambda_s1, lambda_s1 - lambda_s2);
-                let (r0, r1) = (h0 / h, h1 / h);
-                let d1_0: Comb = [1.0 / r0, -1.0 / r0, 0.0];
-                let d1_1: Comb = [0.0, 1.0 / r1, -1.0 / r1];
-                let diff = add(d1_0, scale(d1_1, -1.0));
-                (add(d1_0, scale(diff, r0 / (r0 + r1))), scale(diff, 1.0 / (r0 + r1)))
-            }
-        };
-
-        // (coefficient of x, of D0, of D1, of D2, of noise) per algorithm / order / solver type.
-        use Algorithm::*;
+        let lambda_at = |j: usize| alpha_sigma_lambda(self.sigmas[j]).2;
+        let lambdas = [lambda_s0, if order > 1 { lambda_at(i - 1) } else { 0.0 }, if order > 2 { lambda_at(i - 2) } else { 0.0 }];
+        let (d0, (d1, d2)): (Comb, _) = ([1.0, 0.0, 0.0], differences(order, lambdas, h));
         let midpoint = self.solver_type == SolverType::Midpoint;
-        let (c_x, c_d0, c_d1, c_d2, c_z) = match (self.algorithm, order) {
-            // DPM-Solver++ eq. 5 / algorithm 2 (first order = DDIM)
-            (DpmSolverPP, 1) => (sigma_t / sigma_s0, -alpha_t * (e - 1.0), 0.0, 0.0, 0.0),
-            (DpmSolverPP, 2) if midpoint => {
-                (sigma_t / sigma_s0, -alpha_t * (e - 1.0), -0.5 * alpha_t * (e - 1.0), 0.0, 0.0)
-            }
-            (DpmSolverPP, 2) => (sigma_t / sigma_s0, -alpha_t * (e - 1.0), alpha_t * ((e - 1.0) / h + 1.0), 0.0, 0.0),
-            (DpmSolverPP, _) => (
-                sigma_t / sigma_s0,
-                -alpha_t * (e - 1.0),
-                alpha_t * ((e - 1.0) / h + 1.0),
-                -alpha_t * ((e - 1.0 + h) / (h * h) - 0.5),
-                0.0,
-            ),
-            // DPM-Solver (noise prediction), Lu et al. 2022a
-            (DpmSolver, 1) => (alpha_t / alpha_s0, -sigma_t * (ep - 1.0), 0.0, 0.0, 0.0),
-            (DpmSolver, 2) if midpoint => {
-                (alpha_t / alpha_s0, -sigma_t * (ep - 1.0), -0.5 * sigma_t * (ep - 1.0), 0.0, 0.0)
-            }
-            (DpmSolver, 2) => (alpha_t / alpha_s0, -sigma_t * (ep - 1.0), -sigma_t * ((ep - 1.0) / h - 1.0), 0.0, 0.0),
-            (DpmSolver, _) => (
-                alpha_t / alpha_s0,
-                -sigma_t * (ep - 1.0),
-                -sigma_t * ((ep - 1.0) / h - 1.0),
-                -sigma_t * ((ep - 1.0 - h) / (h * h) - 0.5),
-                0.0,
-            ),
-            // SDE-DPM-Solver++
-            (SdeDpmSolverPP, 1) => {
-                (sigma_t / sigma_s0 * e, alpha_t * (1.0 - e2), 0.0, 0.0, sigma_t * (1.0 - e2).sqrt())
-            }
-            (SdeDpmSolverPP, 2) if midpoint => (
-                sigma_t / sigma_s0 * e,
-                alpha_t * (1.0 - e2),
-                0.5 * alpha_t * (1.0 - e2),
-                0.0,
-                sigma_t * (1.0 - e2).sqrt(),
-            ),
-            (SdeDpmSolverPP, 2) => (
-                sigma_t / sigma_s0 * e,
-                alpha_t * (1.0 - e2),
-                alpha_t * ((1.0 - e2) / (-2.0 * h) + 1.0),
-                0.0,
-                sigma_t * (1.0 - e2).sqrt(),
-            ),
-            (SdeDpmSolverPP, _) => (
-                sigma_t / sigma_s0 * e,
-                alpha_t * (1.0 - e2),
-                alpha_t * ((1.0 - e2) / (-2.0 * h) + 1.0),
-                alpha_t * ((1.0 - e2 - 2.0 * h) / (4.0 * h * h) - 0.5),
-                sigma_t * (1.0 - e2).sqrt(),
-            ),
-            // SDE-DPM-Solver
-            (SdeDpmSolver, 1) => {
-                (alpha_t / alpha_s0, -2.0 * sigma_t * (ep - 1.0), 0.0, 0.0, sigma_t * (2.0 * h).exp_m1().sqrt())
-            }
-            (SdeDpmSolver, _) if midpoint => (
-                alpha_t / alpha_s0,
-                -2.0 * sigma_t * (ep - 1.0),
-                -sigma_t * (ep - 1.0),
-                0.0,
-                sigma_t * (2.0 * h).exp_m1().sqrt(),
-            ),
-            (SdeDpmSolver, _) => (
-                alpha_t / alpha_s0,
-                -2.0 * sigma_t * (ep - 1.0),
-                -2.0 * sigma_t * ((ep - 1.0) / h - 1.0),
-                0.0,
-                sigma_t * (2.0 * h).exp_m1().sqrt(),
-            ),
-        };
+        let [c_x, c_d0, c_d1, c_d2, c_z] = update(self.algorithm, order, midpoint, Step { alpha_s0, sigma_s0, alpha_t, sigma_t, h });
         let cm = add(add(scale(d0, c_d0), scale(d1, c_d1)), scale(d2, c_d2));
         let k = self.model_outputs.len();
         let mut terms: Vec<(&Tensor<4>, f64)> = vec![(&sample, c_x)];
@@ -486,7 +341,7 @@ impl Scheduler for DpmSolverMultistepScheduler {
     fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, step_index: usize) -> Result<Tensor<4>, SchedulerError> {
         check_index(step_index, self.timesteps.len())?;
         check_shape("noise", &noise, &original)?;
-        let (alpha_t, sigma_t, _) = Self::alpha_sigma_lambda(self.sigmas[step_index]);
+        let (alpha_t, sigma_t, _) = alpha_sigma_lambda(self.sigmas[step_index]);
         Ok(lin(&[(&original, alpha_t), (&noise, sigma_t)]))
     }
 }
