@@ -100,7 +100,7 @@ pub struct EvalLifelongArgs {
     #[arg(long, default_value_t = 1.0)]
     pub uncond: f32,
     /// Write the teaching pictures, the final identification probes and the two-concept images of
-    /// each method's first row as PNGs into this folder.
+    /// every row as PNGs into this folder.
     #[arg(long)]
     pub dump: Option<PathBuf>,
 }
@@ -125,7 +125,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         keep_samples: args.dump.is_some(),
         adapter: AdapterConfig { rank: args.rank, alpha: args.rank as f32, targets: parse_targets(&args.targets)? },
     };
-    let full = Generation { attend: true, bind: true };
+    let full = Generation { attend: true, bind: true, compose: false };
     let taught = taught_concepts(&options)?;
     let base_pipeline = Pipeline::new(base.clone(), device.clone());
     let ceiling = vae_ceiling(&base_pipeline, &taught, 16, args.seed)?;
@@ -138,20 +138,29 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         let (method, variants) = match name {
             "l2dm" => (Method::L2dm, vec![
                 ("l2dm".to_string(), full),
-                ("l2dm w/o caa".to_string(), Generation { attend: false, bind: false }),
+                ("l2dm w/o caa".to_string(), Generation { attend: false, bind: false, compose: false }),
             ]),
-            "no-oa" => (Method::L2dmNoOa, vec![("l2dm w/o oa".to_string(), Generation { attend: true, bind: false })]),
+            "no-oa" => (Method::L2dmNoOa, vec![("l2dm w/o oa".to_string(), Generation { attend: true, bind: false, compose: false })]),
             "finetune" => (Method::Finetune, vec![(name.to_string(), full)]),
             "ewc" => (Method::Ewc, vec![(name.to_string(), full)]),
             "lora-merge" => (Method::LoraMerge, vec![(name.to_string(), full)]),
-            "routed" => (Method::Routed, vec![(name.to_string(), full), ("routed w/o caa".to_string(), Generation { attend: false, bind: false })]),
+            "routed" => (
+                Method::Routed,
+                vec![
+                    (name.to_string(), full),
+                    ("routed w/o caa".to_string(), Generation { attend: false, bind: false, compose: false }),
+                    ("routed, composed".to_string(), Generation { compose: true, ..full }),
+                ],
+            ),
             "no-tame" => (Method::L2dmNoTame, vec![("l2dm w/o tame".to_string(), full)]),
             "no-ecd" => (Method::L2dmNoEcd, vec![("l2dm w/o ecd".to_string(), full)]),
             other => return Err(Error::InvalidInput(format!("unknown method `{other}`; use l2dm, finetune, ewc, lora-merge, routed, no-tame, no-ecd, no-oa"))),
         };
         let new_rows = run_method(&base, &trained, &device, method, &variants, &options, &mut |line| eprintln!("{line}"))?;
-        if let (Some(dir), Some(row)) = (&args.dump, new_rows.first()) {
-            dump_samples(dir, &row.name, &row.samples)?;
+        if let Some(dir) = &args.dump {
+            for row in &new_rows {
+                dump_samples(dir, &row.name, &row.samples)?;
+            }
         }
         rows.extend(new_rows);
         eprint!("{}", table(&rows));

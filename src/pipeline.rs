@@ -5,6 +5,7 @@ use burn::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::lifelong::artist::{Artist, AttendOptions, StepReport};
+use crate::lifelong::compose::Composer;
 use crate::loader::LoadedModel;
 use crate::rng::Rng;
 use crate::scheduler::{self, SchedulerKind};
@@ -128,6 +129,23 @@ impl Pipeline {
         self.start_with(options, None)
     }
 
+    /// [`Self::generate_with`], the noise predicted by `composer` when given (routed concepts drawn
+    /// each in its own region, src/lifelong/compose.rs).
+    pub fn generate_composed(
+        &self,
+        options: &GenerateOptions,
+        attend: Option<&AttendOptions>,
+        composer: Option<Composer>,
+        progress: &mut dyn FnMut(StepProgress),
+    ) -> Result<Generation> {
+        let mut run = self.start_with(options, attend)?;
+        run.composer = composer;
+        while let Some(step) = run.step()? {
+            progress(step);
+        }
+        Ok(run.finish())
+    }
+
     /// [`Self::start`] with the concept attention artist, as [`Self::generate_with`].
     pub fn start_with(&self, options: &GenerateOptions, attend: Option<&AttendOptions>) -> Result<Denoising<'_>> {
         if options.prompt.trim().is_empty() {
@@ -150,7 +168,7 @@ impl Pipeline {
             Some(attend) => self.plan_artist(attend, &options.prompt, timesteps.len(), &context)?,
             None => None,
         };
-        Ok(Denoising { pipeline: self, guidance: options.guidance, cfg, context, scheduler, rng, latents, timesteps, index: 0, warnings, artist })
+        Ok(Denoising { pipeline: self, guidance: options.guidance, cfg, context, scheduler, rng, latents, timesteps, index: 0, warnings, artist, composer: None })
     }
 
     /// The artist for `prompt`, or `None` when it names too few subjects; `context` ends with the
@@ -195,6 +213,7 @@ pub struct Denoising<'a> {
     index: usize,
     warnings: Vec<String>,
     artist: Option<ArtistRun>,
+    composer: Option<Composer>,
 }
 
 /// The artist of a generation in progress, the prompt's own text, and what it did so far.
@@ -218,7 +237,11 @@ impl Denoising<'_> {
         let latents = self.latents.clone();
         let input = if self.cfg { Tensor::cat(vec![latents.clone(), latents.clone()], 0) } else { latents.clone() };
         let input = self.scheduler.scale_model_input(input, i);
-        let out = self.pipeline.model.unet.forward(input, t as f32, &self.context);
+        let unet = &self.pipeline.model.unet;
+        let out = match &self.composer {
+            Some(composer) => composer.predict(unet, input, t as f32, &self.context),
+            None => unet.forward(input, t as f32, &self.context),
+        };
         let guided = if self.cfg {
             let mut halves = out.chunk(2, 0);
             let text = halves.pop().expect("two halves");

@@ -6,6 +6,7 @@ mod common;
 use burn::prelude::*;
 use common::{fixtures, values};
 use lifelong_diffusion::lifelong::adapter::AdapterConfig;
+use lifelong_diffusion::lifelong::compose::Composer;
 use lifelong_diffusion::lifelong::learner::{Learner, MemoryOptions, Method, Picture};
 use lifelong_diffusion::lifelong::lesson::{Example, LessonOptions, Trainer};
 use lifelong_diffusion::lifelong::protect::orthogonality;
@@ -177,6 +178,20 @@ fn routed_lessons_isolate_concepts_and_leave_plain_prompts_alone() {
     assert!(gap(&two, &one_after_second) > 1e-4, "<two> draws with its own block");
     let rank = AdapterConfig::default().rank;
     assert_eq!(l.adapter.routes, vec![0..rank, rank..2 * rank], "one block of the configured rank per concept");
+
+    // Two named concepts compose by region (one concept's prompt or a shared adapter does not).
+    let both = "a <one> to the left of a <two>";
+    let composer = Composer::plan(&l.adapter, &l.base, both, [8, 8]).expect("plan").expect("two routed concepts compose");
+    assert!(Composer::plan(&l.adapter, &l.base, "a <one> on the left", [8, 8]).expect("plan").is_none());
+    let x = Tensor::<4>::from_data(TensorData::new(Rng::new(7).normal_vec(2 * 4 * 8 * 8), [2, 4, 8, 8]), &device);
+    let mut all = l.base.clone();
+    state::install_for(&mut all, &l.adapter, both).expect("install");
+    let context = l.adapter.frozen(&device).encode_ids(&l.base.text_encoder, &l.trainer.ids(&["", both]).unwrap(), &device).unwrap();
+    let composed = values(composer.predict(&all.unet, x.clone(), 500.0, &context));
+    let summed = values(all.unet.forward(x, 500.0, &context));
+    assert_eq!(composed.len(), summed.len());
+    assert!(composed.iter().all(|v| v.is_finite()));
+    eprintln!("composed vs summed blocks: {}", gap(&composed, &summed));
 
     // A shared-adapter lesson on a routed state would train every concept's block: refused.
     let refused = l.lesson("three", &[picture(4, 4)], Method::L2dm, &options, &memory, &mut |_| {});

@@ -11,6 +11,7 @@ use burn::prelude::*;
 
 use super::adapter::AdapterConfig;
 use super::artist::AttendOptions;
+use super::compose::Composer;
 use super::learner::{base_prompts, Learner, MemoryOptions, Method, Picture};
 use super::lesson::LessonOptions;
 use crate::error::{Error, Result};
@@ -76,6 +77,8 @@ impl Row {
 pub struct Generation {
     pub attend: bool,
     pub bind: bool,
+    /// Routed concepts composed by region on prompts naming two or more (src/lifelong/compose.rs).
+    pub compose: bool,
 }
 
 fn attend_options(g: Generation) -> Option<AttendOptions> {
@@ -112,27 +115,44 @@ pub fn vae_ceiling(pipeline: &Pipeline, concepts: &[NovelConcept], n: usize, see
 pub enum Drawer<'a> {
     One(Pipeline),
     PerPrompt(&'a Learner),
+    /// As `PerPrompt`, with prompts naming two or more concepts composed by region.
+    Composed(&'a Learner),
 }
 
 impl Drawer<'_> {
     fn of(learner: &Learner, method: Method) -> Result<Drawer<'_>> {
         Ok(if method == Method::Routed { Drawer::PerPrompt(learner) } else { Drawer::One(learner.pipeline()?) })
     }
+
+    /// The composing drawer of a routed learner when `compose` asks for it.
+    fn composing(&self, compose: bool) -> Option<Drawer<'_>> {
+        match self {
+            Drawer::PerPrompt(l) | Drawer::Composed(l) if compose => Some(Drawer::Composed(l)),
+            _ => None,
+        }
+    }
+}
+
+fn latent_size(pipeline: &Pipeline) -> [usize; 2] {
+    let [_, h, w] = pipeline.latent_shape();
+    [h, w]
 }
 
 fn generate_rgb(drawer: &Drawer, prompt: &str, seed: u64, options: &LifelongEvalOptions, attend: Option<&AttendOptions>) -> Result<Vec<u8>> {
     let opts = GenerateOptions { prompt: prompt.into(), steps: options.steps, guidance: options.guidance, seed, ..Default::default() };
-    let routed;
+    let (routed, composer);
     let pipeline = match drawer {
         Drawer::One(p) => p,
-        Drawer::PerPrompt(learner) => {
+        Drawer::PerPrompt(learner) | Drawer::Composed(learner) => {
             routed = learner.pipeline_for(prompt)?;
             &routed
         }
     };
-    let mut run = pipeline.start_with(&opts, attend)?;
-    while run.step()?.is_some() {}
-    image_to_rgb8(&run.finish().image)
+    composer = match drawer {
+        Drawer::Composed(learner) => Composer::plan(&learner.adapter, &learner.base, prompt, latent_size(pipeline))?,
+        _ => None,
+    };
+    image_to_rgb8(&pipeline.generate_composed(&opts, attend, composer, &mut |_| {})?.image)
 }
 
 /// Identification rate of `concept` over `options.probes` prompts naming it at varied places.
@@ -276,7 +296,8 @@ pub fn run_method(
     for (name, g) in variants {
         let attend = attend_options(*g);
         let mut row_samples = samples.clone();
-        let two = two_concept_rate(&drawer, &taught, options, attend.as_ref(), &mut row_samples)?;
+        let composed = drawer.composing(g.compose);
+        let two = two_concept_rate(composed.as_ref().unwrap_or(&drawer), &taught, options, attend.as_ref(), &mut row_samples)?;
         let binding = binding_rate(&drawer, options, attend.as_ref())?;
         rows.push(Row { name: name.clone(), after: after.clone(), last: last.clone(), two_concepts: two, binding, base_prompts, lesson_seconds: seconds.clone(), samples: row_samples });
     }
