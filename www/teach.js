@@ -1,6 +1,8 @@
 // The page's Teach panel and concept cards. Pictures go to the worker as File objects (a copy in
 // this browser, never a request); the lesson runs there on the CPU and saves a new version of the
 // concept store (IndexedDB), which generation then uses.
+import { DrawingPad } from './draw.js';
+
 const $ = (id) => document.getElementById(id);
 const NAME = /^[a-z0-9_-]{1,48}$/;
 const PHASES = {
@@ -19,6 +21,7 @@ export class TeachPanel {
     this.ready = false; // a model is loaded (the store belongs to it)
     this.busy = false;
     this.options = {}; // extra lesson options (tests set small memory settings here)
+    this.pad = new DrawingPad((file) => this.add(file));
     this.wire();
   }
 
@@ -46,6 +49,16 @@ export class TeachPanel {
 
   pick(files) {
     this.picked = Array.from(files).slice(0, 8);
+    this.show();
+  }
+
+  /** Adds one picture (a drawing) to those picked, up to eight. */
+  add(file) {
+    this.picked = [...this.picked, file].slice(-8);
+    this.show();
+  }
+
+  show() {
     const shown = this.picked.map((file) => {
       const img = document.createElement('img');
       img.src = URL.createObjectURL(file); // a local blob: URL, read by this page only

@@ -118,6 +118,28 @@ test('a file that is not a picture is refused with a clear message', async () =>
   await page.waitForFunction(() => /InvalidOptionsError: notes\.txt is not a picture/.test(document.getElementById('teach-text').textContent));
 });
 
+test('a drawing made on the pad joins the lesson\'s pictures', async () => {
+  await page.click('#teach-draw summary');
+  await page.fill('#draw-color', '#3366cc');
+  const box = await page.locator('#draw-canvas').boundingBox();
+  await page.mouse.move(box.x + 60, box.y + 60);
+  await page.mouse.down();
+  await page.mouse.move(box.x + 200, box.y + 200, { steps: 8 });
+  await page.mouse.up();
+  // The stroke's middle is the brush colour; a corner keeps the background.
+  const [mid, corner] = await page.evaluate(() => {
+    const ctx = document.getElementById('draw-canvas').getContext('2d');
+    return [Array.from(ctx.getImageData(130, 130, 1, 1).data), Array.from(ctx.getImageData(5, 250, 1, 1).data)];
+  });
+  assert.deepEqual(mid, [0x33, 0x66, 0xcc, 255]);
+  assert.deepEqual(corner, [0xf0, 0xef, 0xe6, 255]);
+  await page.click('#draw-add');
+  await page.waitForSelector('#teach-picked img[alt="drawing-1.png"]');
+  assert.match(await page.locator('#teach-text').textContent(), /^1 picture \(3-5 work best\)/);
+  await page.click('#draw-clear');
+  await page.click('#teach-draw summary');
+});
+
 test('teaching a concept in the page lists it, and `<name>` then draws something else', async () => {
   let t = Date.now();
   const untaught = await generate();
