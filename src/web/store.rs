@@ -70,16 +70,8 @@ impl ConceptStore {
     /// tails: `lifelong::store::model_id`, which the CLI uses too, so exports move between the two.
     #[wasm_bindgen(js_name = modelIdOf)]
     pub fn model_id_of(name: String, files: Map) -> Result<String, JsValue> {
-        let mut paths = Vec::new();
-        for entry in files.entries() {
-            let pair: Array = entry?.unchecked_into();
-            let path = pair.get(0).as_string().unwrap_or_default();
-            let Ok(bytes) = pair.get(1).dyn_into::<Uint8Array>() else {
-                return Err(WebError::InvalidOptions(format!("{path}: bytes must be a Uint8Array")).into());
-            };
-            paths.push((path, bytes.to_vec()));
-        }
-        Ok(crate::lifelong::store::model_id(&name, paths.iter().map(|(p, b)| (p.as_str(), b.as_slice()))))
+        let files = super::teach::memory_files(&name, &files)?;
+        Ok(crate::lifelong::store::model_id(&name, files.files.iter().map(|(p, b)| (p.as_str(), b.as_slice()))))
     }
 
     #[wasm_bindgen(getter, js_name = modelId)]
