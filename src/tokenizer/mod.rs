@@ -23,14 +23,15 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::{AddedToken, Decoder, Model, Tokenizer};
 
 use crate::error::{Error, Result};
 
+mod assemble;
 mod files;
+use assemble::{model_files, named_specials, register_added};
 use files::*;
 
 /// Context length used when `tokenizer_config.json` gives no `model_max_length`.
@@ -128,42 +129,7 @@ impl ClipTokenizer {
             .map(|t| parse_json_object(t, &names, "special_tokens_map.json"))
             .transpose()?;
 
-        // Vocabulary, merges and the added tokens with fixed ids.
-        let (vocab, merges, file_added, model_file) =
-            match (&files.tokenizer_json, &files.vocab_json, &files.merges_txt) {
-                (Some(json), _, _) => {
-                    let (vocab, merges, added) = parse_tokenizer_json(json, &names)?;
-                    (vocab, merges, added, "tokenizer.json")
-                }
-                (None, Some(vocab_json), Some(merges_txt)) => {
-                    let root: Value = serde_json::from_str(vocab_json)
-                        .map_err(|e| names.err("vocab.json", format!("invalid JSON: {e}")))?;
-                    let vocab = parse_vocab_object(&root, &names, "vocab.json")?;
-                    let merges = parse_merges_txt(merges_txt, &names, "merges.txt")?;
-                    (vocab, merges, Vec::new(), "merges.txt")
-                }
-                (None, vocab_json, merges_txt) => {
-                    let mut found: Vec<&str> = Vec::new();
-                    for (present, name) in [
-                        (vocab_json.is_some(), "vocab.json"),
-                        (merges_txt.is_some(), "merges.txt"),
-                        (files.tokenizer_config_json.is_some(), "tokenizer_config.json"),
-                        (files.special_tokens_map_json.is_some(), "special_tokens_map.json"),
-                    ] {
-                        if present {
-                            found.push(name);
-                        }
-                    }
-                    let found = if found.is_empty() { "none".to_string() } else { found.join(", ") };
-                    return Err(Error::Tokenizer {
-                        file: if folder_name.is_empty() { "tokenizer".to_string() } else { folder_name.to_string() },
-                        reason: format!(
-                            "missing tokenizer files: a CLIP tokenizer needs tokenizer.json, or vocab.json together \
-                         with merges.txt (found: {found})"
-                        ),
-                    });
-                }
-            };
+        let (vocab, merges, file_added, model_file) = model_files(files, &names, folder_name)?;
 
         // Added tokens with ids: tokenizer_config.json's added_tokens_decoder wins over
         // tokenizer.json's added_tokens (as in transformers).
@@ -174,82 +140,13 @@ impl ClipTokenizer {
         };
         fixed.sort_by_key(|(id, _)| *id);
 
-        // Named special tokens: special_tokens_map.json overrides tokenizer_config.json, unless
-        // the config carries added_tokens_decoder (then special_tokens_map.json is not read).
-        let mut specials: Vec<(&str, SpecialValue, &str)> = Vec::new();
-        for key in SPECIAL_KEYS {
-            let mut found = None;
-            if decoder_in_config.is_none() {
-                if let Some(v) = special_map.as_ref().and_then(|m| m.get(key)) {
-                    found = parse_special(v, &names, "special_tokens_map.json", key)?
-                        .map(|s| (s, "special_tokens_map.json"));
-                }
-            }
-            if found.is_none() {
-                if let Some(v) = config.as_ref().and_then(|c| c.get(key)) {
-                    found =
-                        parse_special(v, &names, "tokenizer_config.json", key)?.map(|s| (s, "tokenizer_config.json"));
-                }
-            }
-            // CLIPTokenizer's defaults.
-            let found = found.or(match key {
-                "bos_token" => Some((SpecialValue::Str("<|startoftext|>".into()), "CLIPTokenizer defaults")),
-                "eos_token" | "unk_token" | "pad_token" => {
-                    Some((SpecialValue::Str("<|endoftext|>".into()), "CLIPTokenizer defaults"))
-                }
-                _ => None,
-            });
-            if let Some((mut value, source)) = found {
-                // A special token that the added tokens describe takes their flags.
-                if let Some((_, spec)) = fixed.iter().find(|(_, t)| t.content == value.content()) {
-                    value = SpecialValue::Token(spec.clone());
-                }
-                specials.push((key, value, source));
-            }
-        }
+        let specials = named_specials(config.as_ref(), special_map.as_ref(), &fixed, decoder_in_config.is_some(), &names)?;
         let special = |key: &str| specials.iter().find(|(k, _, _)| *k == key);
         let unk = special("unk_token").map(|(_, v, _)| v.content().to_string()).unwrap_or_default();
 
         let mut tokenizer = build_pipeline(vocab, merges, &unk, model_file, &names)?;
 
-        // Register the added tokens the way transformers does: the fixed ones by id, then the
-        // named specials that are not among them, each distinct version once; when one content
-        // comes in several versions the last one's flags hold.
-        let fixed_contents: HashSet<&str> = fixed.iter().map(|(_, t)| t.content.as_str()).collect();
-        let mut versions: Vec<SpecialValue> = fixed.iter().map(|(_, t)| SpecialValue::Token(t.clone())).collect();
-        for (_, value, _) in &specials {
-            if !fixed_contents.contains(value.content()) && !versions.contains(value) {
-                versions.push(value.clone());
-            }
-        }
-        let mut to_add: Vec<TokenSpec> = Vec::new();
-        for version in &versions {
-            let spec = match version {
-                SpecialValue::Token(t) if fixed_contents.contains(t.content.as_str()) => t.clone(),
-                other => other.to_spec(),
-            };
-            match to_add.iter_mut().find(|t| t.content == spec.content) {
-                Some(existing) => *existing = spec,
-                None => to_add.push(spec),
-            }
-        }
-        let added: Vec<AddedToken> = to_add.iter().map(TokenSpec::to_added).collect();
-        tokenizer.add_tokens(&added);
-        for (id, spec) in &fixed {
-            let got = tokenizer.token_to_id(&spec.content);
-            if got != Some(*id) {
-                let file = if decoder_in_config.is_some() { "tokenizer_config.json" } else { "tokenizer.json" };
-                return Err(names.err(
-                    file,
-                    format!(
-                        "added token {:?} is declared with id {id} but gets id {} (ids of added tokens must \
-                         follow the vocabulary without gaps)",
-                        spec.content,
-                        got.map_or("none".to_string(), |g| g.to_string())
-                    ),
-                ));
-            }
-        }
+        register_added(&mut tokenizer, &fixed, &specials, decoder_in_config.is_some(), &names)?;
 
         let id_of = |key: &str| -> Result<(String, u32)> {
             let (_, value, source) =
