@@ -10,6 +10,7 @@
 pub mod caption;
 mod classify;
 pub mod concepts;
+mod concepts_scene;
 mod concepts_score;
 pub mod dataset;
 pub mod eval;
