@@ -16,6 +16,19 @@ use lifelong_diffusion::{loader, Error, Result};
 use crate::teach_cli::model_dir;
 use crate::{open_pipeline, AttendArgs, BackendArg};
 
+/// How each image of an eval is sampled.
+#[derive(clap::Args)]
+pub struct SamplingArgs {
+    /// Denoising steps per image.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
 #[derive(clap::Args)]
 pub struct EvalWorldArgs {
     #[arg(long)]
@@ -23,12 +36,8 @@ pub struct EvalWorldArgs {
     /// Prompts per category (4 categories).
     #[arg(long, default_value_t = 200)]
     pub n: usize,
-    #[arg(long, default_value_t = 20)]
-    pub steps: usize,
-    #[arg(long, default_value_t = 7.5)]
-    pub guidance: f32,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
     /// Score the VAE alone: render each prompt's scene, encode and decode it (the generator's ceiling).
@@ -67,12 +76,8 @@ pub struct EvalLifelongArgs {
     /// Two-concept and two-object prompts.
     #[arg(long, default_value_t = 16)]
     pub pairs: usize,
-    #[arg(long, default_value_t = 20)]
-    pub steps: usize,
-    #[arg(long, default_value_t = 7.5)]
-    pub guidance: f32,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Comma-separated rows: l2dm, finetune, ewc, lora-merge, routed, no-tame, no-ecd, no-oa (no-caa comes
     /// with l2dm: the same state generating without the artist).
     #[arg(long, default_value = "finetune,ewc,lora-merge,l2dm,no-tame,no-ecd,no-oa")]
@@ -119,16 +124,16 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         memory: MemoryOptions::default(),
         probes: args.probes,
         pairs: args.pairs,
-        steps: args.steps,
-        guidance: args.guidance,
-        seed: args.seed,
+        steps: args.sampling.steps,
+        guidance: args.sampling.guidance,
+        seed: args.sampling.seed,
         keep_samples: args.dump.is_some(),
         adapter: AdapterConfig { rank: args.rank, alpha: args.rank as f32, targets: parse_targets(&args.targets)? },
     };
     let full = Generation { attend: true, bind: true, compose: false };
     let taught = taught_concepts(&options)?;
     let base_pipeline = Pipeline::new(base.clone(), device.clone());
-    let ceiling = vae_ceiling(&base_pipeline, &taught, 16, args.seed)?;
+    let ceiling = vae_ceiling(&base_pipeline, &taught, 16, args.sampling.seed)?;
     let ceiling_line = taught.iter().zip(&ceiling).map(|(c, r)| format!("{} {:.0}%", c.name, 100.0 * r)).collect::<Vec<_>>().join(", ");
     eprintln!("VAE ceiling (identified after an encode-decode round trip, 16 pictures each): {ceiling_line}");
     let base_figure = lifelong_diffusion::lifelong::eval::base_rate(&Drawer::One(base_pipeline), &options)?;
@@ -219,7 +224,7 @@ pub fn eval_world(args: EvalWorldArgs) -> Result<()> {
     let images = args.n * categories.len();
     let attend = args.attend.then(|| args.tuning.options()).transpose()?;
     let options =
-        eval::EvalOptions { n: args.n, steps: args.steps, guidance: args.guidance, seed: args.seed, reconstruct: args.reconstruct, attend, categories };
+        eval::EvalOptions { n: args.n, steps: args.sampling.steps, guidance: args.sampling.guidance, seed: args.sampling.seed, reconstruct: args.reconstruct, attend, categories };
     let bar = ProgressBar::new(images as u64);
     bar.set_message(format!("{backend:?}"));
     let start = std::time::Instant::now();
@@ -232,7 +237,7 @@ pub fn eval_world(args: EvalWorldArgs) -> Result<()> {
     let rows: Vec<_> = results.iter().map(eval::CategoryResult::to_json).collect();
     println!(
         "{}",
-        serde_json::json!({ "steps": args.steps, "guidance": args.guidance, "attend": args.attend, "seconds_per_image": per_image, "categories": rows })
+        serde_json::json!({ "steps": args.sampling.steps, "guidance": args.sampling.guidance, "attend": args.attend, "seconds_per_image": per_image, "categories": rows })
     );
     Ok(())
 }
