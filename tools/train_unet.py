@@ -189,10 +189,13 @@ def main():
         log(f"checkpoint step {step} -> {ck_path}")
 
     def export():
+        # docs/training-log.md describes the shipped weights: only an export into the shipped folder
+        # rewrites it (a side run exporting elsewhere must not).
+        ships = Path(a.export_to).resolve() == Path(export_pipeline.EXPORT_DIR).resolve()
+        info = {"step": step, "trained_s": trained_s, "csv": str(ckdir / "loss.csv"),
+                "args": vars(a), "n_unet": n_unet, "n_te": n_te}
         with ema.swapped():
-            export_pipeline.export(unet, te, a.tokenizer, a.vae, a.export_to,
-                                   info={"step": step, "trained_s": trained_s, "csv": str(ckdir / "loss.csv"),
-                                         "args": vars(a), "n_unet": n_unet, "n_te": n_te})
+            export_pipeline.export(unet, te, a.tokenizer, a.vae, a.export_to, info=info if ships else None)
         log(f"exported EMA pipeline at step {step} -> {a.export_to}")
 
     csv_path = ckdir / "loss.csv"
