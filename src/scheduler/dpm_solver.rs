@@ -61,140 +61,9 @@ pub struct DpmSolverMultistepScheduler {
 impl DpmSolverMultistepScheduler {
     pub fn new(config: &SchedulerConfig, num_inference_steps: usize) -> Result<Self, SchedulerError> {
         let common = Common::new(config, SchedulerKind::DpmSolverMultistep, num_inference_steps)?;
-        let algorithm = match config.algorithm_type.as_str() {
-            "dpmsolver++" | "deis" => Algorithm::DpmSolverPP,
-            "sde-dpmsolver++" => Algorithm::SdeDpmSolverPP,
-            "dpmsolver" => Algorithm::DpmSolver,
-            "sde-dpmsolver" => Algorithm::SdeDpmSolver,
-            other => {
-                return Err(invalid(
-                    "algorithm_type",
-                    format!("`{other}` is not supported; use \"dpmsolver++\" or \"sde-dpmsolver++\""),
-                ))
-            }
-        };
-        let solver_type = match config.solver_type.as_str() {
-            "midpoint" | "logrho" | "bh1" | "bh2" => SolverType::Midpoint,
-            "heun" => SolverType::Heun,
-            other => {
-                return Err(invalid("solver_type", format!("`{other}` is not supported; use \"midpoint\" or \"heun\"")))
-            }
-        };
-        let solver_order = config.solver_order;
-        if !(1..=3).contains(&solver_order) {
-            return Err(invalid("solver_order", format!("is {solver_order}; use 1, 2 or 3 (2 for guided sampling)")));
-        }
-        if algorithm == Algorithm::SdeDpmSolver && solver_order == 3 {
-            return Err(invalid(
-                "solver_order",
-                "3 is not implemented for \"sde-dpmsolver\" (nor in diffusers); use 1 or 2",
-            ));
-        }
-        let final_min = final_sigma_is_min(config)?;
-        if !algorithm.data_prediction() && !final_min {
-            return Err(invalid(
-                "final_sigmas_type",
-                format!(
-                    "\"zero\" is not supported with algorithm_type \"{}\"; use \"sigma_min\"",
-                    config.algorithm_type
-                ),
-            ));
-        }
-        if config.variance_type.is_some() {
-            return Err(invalid("variance_type", "learned variances are not supported; set it to null"));
-        }
-        if config.use_flow_sigmas {
-            return Err(invalid("use_flow_sigmas", "flow-matching sigmas are not supported; set it to false"));
-        }
-        let schedule = sigma_schedule(config)?;
-        if config.use_lu_lambdas && schedule != SigmaSchedule::Interpolated {
-            return Err(invalid(
-                "use_lu_lambdas",
-                "cannot be combined with use_karras_sigmas / use_exponential_sigmas",
-            ));
-        }
-        if config.lambda_min_clipped.is_nan() {
-            return Err(invalid("lambda_min_clipped", "is NaN; use a number or -inf"));
-        }
-
-        let mut alphas_cumprod = common.alphas_cumprod.clone();
-        if config.rescale_betas_zero_snr {
-            *alphas_cumprod.last_mut().expect("num_train_timesteps >= 2") = 2f32.powi(-24);
-        }
-        let train_sigmas = tables::sigma_table(&alphas_cumprod);
-        let log_sigmas = tables::log_sigma_table(&train_sigmas);
-
-        // "Clipping the minimum of all lambda(t) for numerical stability. This is critical for
-        // cosine (squaredcos_cap_v2) noise schedule": searchsorted(flip(lambda_t), lambda_min_clipped).
-        let clip = config.lambda_min_clipped as f32;
-        let clipped_idx = alphas_cumprod
-            .iter()
-            .rev()
-            .map(|&a| a.sqrt().ln() - (1.0 - a).sqrt().ln())
-            .take_while(|&l| l < clip)
-            .count();
-        let last_timestep = common.train_steps - clipped_idx;
-        if last_timestep == 0 {
-            return Err(invalid("lambda_min_clipped", "clips away every timestep; lower it (the default is -inf)"));
-        }
-
-        let n = num_inference_steps;
-        let mut timesteps =
-            tables::dpm_timesteps(common.spacing, common.train_steps, last_timestep, n, common.steps_offset);
-        common.check_timesteps(&timesteps)?;
-        // Timesteps from sigmas are rounded to integers, except for the cosine schedule, where
-        // the int64 cast truncates.
-        let to_int = |t: f64| {
-            if common.beta_schedule == BetaSchedule::SquaredCosCapV2 {
-                t.trunc()
-            } else {
-                tables::np_round(t)
-            }
-        };
-        let mut sigmas: Vec<f64> = if schedule != SigmaSchedule::Interpolated {
-            // sigmas flipped to descending: in_sigmas[0] is the largest, [-1] the smallest.
-            let s_min = train_sigmas[0] as f64;
-            let s_max = train_sigmas[train_sigmas.len() - 1] as f64;
-            let s = match schedule {
-                SigmaSchedule::Karras => tables::karras_sigmas(s_min, s_max, n),
-                _ => tables::exponential_sigmas(s_min, s_max, n),
-            };
-            timesteps = s.iter().map(|&x| tables::sigma_to_t(x, &log_sigmas)).collect();
-            if schedule == SigmaSchedule::Karras {
-                timesteps = timesteps.into_iter().map(to_int).collect();
-            } else {
-                timesteps = timesteps.into_iter().map(f64::trunc).collect();
-            }
-            s
-        } else if config.use_lu_lambdas {
-            // _convert_to_lu on the flipped log-sigma table, rho = 1.
-            let l_min = log_sigmas[0] as f64;
-            let l_max = log_sigmas[log_sigmas.len() - 1] as f64;
-            let s: Vec<f64> =
-                tables::np_linspace(0.0, 1.0, n).into_iter().map(|r| (l_max + r * (l_min - l_max)).exp()).collect();
-            timesteps = s.iter().map(|&x| to_int(tables::sigma_to_t(x, &log_sigmas))).collect();
-            s
-        } else {
-            timesteps.iter().map(|&t| tables::np_interp_index(t, &train_sigmas)).collect()
-        };
-        let sigma_last = if final_min { train_sigmas[0] as f64 } else { 0.0 };
-        sigmas.push(sigma_last);
-        let sigmas: Vec<f64> = sigmas.into_iter().map(|s| s as f32 as f64).collect();
-        // The multistep formulas divide by lambda differences: the noise levels must strictly
-        // decrease (they do unless a schedule repeats a timestep).
-        // (The final sigma may equal the last one: "sigma_min" after a schedule ending at t = 0.)
-        let last = sigmas.len() - 1;
-        if let Some(i) =
-            (0..last).find(|&i| !(sigmas[i + 1] < sigmas[i] || (i + 1 == last && sigmas[i + 1] <= sigmas[i])))
-        {
-            return Err(SchedulerError::InvalidSteps {
-                steps: n,
-                reason: format!(
-                    "with this timestep_spacing the schedule repeats a noise level (steps {i} and {}); use fewer steps or \"trailing\" spacing",
-                    i + 1
-                ),
-            });
-        }
+        let Solver { algorithm, solver_type, solver_order, final_min, schedule } = Solver::parse(config)?;
+        let (timesteps, sigmas) = schedule_of(&common, config, schedule, final_min, num_inference_steps)?;
+        check_decreasing(&sigmas, num_inference_steps)?;
         Ok(DpmSolverMultistepScheduler {
             common,
             algorithm,
@@ -253,6 +122,163 @@ impl DpmSolverMultistepScheduler {
         self.next_index = None;
         self.last_x0 = None;
     }
+}
+
+/// The solver the config asks for, checked: what diffusers supports and we ported.
+struct Solver {
+    algorithm: Algorithm,
+    solver_type: SolverType,
+    solver_order: usize,
+    /// `final_sigmas_type = "sigma_min"` (else "zero").
+    final_min: bool,
+    schedule: SigmaSchedule,
+}
+
+impl Solver {
+    fn parse(config: &SchedulerConfig) -> Result<Self, SchedulerError> {
+        let algorithm = match config.algorithm_type.as_str() {
+            "dpmsolver++" | "deis" => Algorithm::DpmSolverPP,
+            "sde-dpmsolver++" => Algorithm::SdeDpmSolverPP,
+            "dpmsolver" => Algorithm::DpmSolver,
+            "sde-dpmsolver" => Algorithm::SdeDpmSolver,
+            other => {
+                return Err(invalid(
+                    "algorithm_type",
+                    format!("`{other}` is not supported; use \"dpmsolver++\" or \"sde-dpmsolver++\""),
+                ))
+            }
+        };
+        let solver_type = match config.solver_type.as_str() {
+            "midpoint" | "logrho" | "bh1" | "bh2" => SolverType::Midpoint,
+            "heun" => SolverType::Heun,
+            other => {
+                return Err(invalid("solver_type", format!("`{other}` is not supported; use \"midpoint\" or \"heun\"")))
+            }
+        };
+        let solver_order = config.solver_order;
+        if !(1..=3).contains(&solver_order) {
+            return Err(invalid("solver_order", format!("is {solver_order}; use 1, 2 or 3 (2 for guided sampling)")));
+        }
+        if algorithm == Algorithm::SdeDpmSolver && solver_order == 3 {
+            return Err(invalid(
+                "solver_order",
+                "3 is not implemented for \"sde-dpmsolver\" (nor in diffusers); use 1 or 2",
+            ));
+        }
+        let final_min = final_sigma_is_min(config)?;
+        if !algorithm.data_prediction() && !final_min {
+            return Err(invalid(
+                "final_sigmas_type",
+                format!(
+                    "\"zero\" is not supported with algorithm_type \"{}\"; use \"sigma_min\"",
+                    config.algorithm_type
+                ),
+            ));
+        }
+        if config.variance_type.is_some() {
+            return Err(invalid("variance_type", "learned variances are not supported; set it to null"));
+        }
+        if config.use_flow_sigmas {
+            return Err(invalid("use_flow_sigmas", "flow-matching sigmas are not supported; set it to false"));
+        }
+        let schedule = sigma_schedule(config)?;
+        if config.use_lu_lambdas && schedule != SigmaSchedule::Interpolated {
+            return Err(invalid(
+                "use_lu_lambdas",
+                "cannot be combined with use_karras_sigmas / use_exponential_sigmas",
+            ));
+        }
+        if config.lambda_min_clipped.is_nan() {
+            return Err(invalid("lambda_min_clipped", "is NaN; use a number or -inf"));
+        }
+        Ok(Solver { algorithm, solver_type, solver_order, final_min, schedule })
+    }
+}
+
+/// The timesteps and the float32 sigmas (one more: the final sigma) of `n` steps.
+fn schedule_of(common: &Common, config: &SchedulerConfig, schedule: SigmaSchedule, final_min: bool, n: usize) -> Result<(Vec<f64>, Vec<f64>), SchedulerError> {
+    let mut alphas_cumprod = common.alphas_cumprod.clone();
+    if config.rescale_betas_zero_snr {
+        *alphas_cumprod.last_mut().expect("num_train_timesteps >= 2") = 2f32.powi(-24);
+    }
+    let train_sigmas = tables::sigma_table(&alphas_cumprod);
+    let log_sigmas = tables::log_sigma_table(&train_sigmas);
+
+    // "Clipping the minimum of all lambda(t) for numerical stability. This is critical for
+    // cosine (squaredcos_cap_v2) noise schedule": searchsorted(flip(lambda_t), lambda_min_clipped).
+    let clip = config.lambda_min_clipped as f32;
+    let clipped_idx = alphas_cumprod
+        .iter()
+        .rev()
+        .map(|&a| a.sqrt().ln() - (1.0 - a).sqrt().ln())
+        .take_while(|&l| l < clip)
+        .count();
+    let last_timestep = common.train_steps - clipped_idx;
+    if last_timestep == 0 {
+        return Err(invalid("lambda_min_clipped", "clips away every timestep; lower it (the default is -inf)"));
+    }
+
+    let mut timesteps =
+        tables::dpm_timesteps(common.spacing, common.train_steps, last_timestep, n, common.steps_offset);
+    common.check_timesteps(&timesteps)?;
+    // Timesteps from sigmas are rounded to integers, except for the cosine schedule, where
+    // the int64 cast truncates.
+    let to_int = |t: f64| {
+        if common.beta_schedule == BetaSchedule::SquaredCosCapV2 {
+            t.trunc()
+        } else {
+            tables::np_round(t)
+        }
+    };
+    let mut sigmas: Vec<f64> = if schedule != SigmaSchedule::Interpolated {
+        // sigmas flipped to descending: in_sigmas[0] is the largest, [-1] the smallest.
+        let s_min = train_sigmas[0] as f64;
+        let s_max = train_sigmas[train_sigmas.len() - 1] as f64;
+        let s = match schedule {
+            SigmaSchedule::Karras => tables::karras_sigmas(s_min, s_max, n),
+            _ => tables::exponential_sigmas(s_min, s_max, n),
+        };
+        timesteps = s.iter().map(|&x| tables::sigma_to_t(x, &log_sigmas)).collect();
+        if schedule == SigmaSchedule::Karras {
+            timesteps = timesteps.into_iter().map(to_int).collect();
+        } else {
+            timesteps = timesteps.into_iter().map(f64::trunc).collect();
+        }
+        s
+    } else if config.use_lu_lambdas {
+        // _convert_to_lu on the flipped log-sigma table, rho = 1.
+        let l_min = log_sigmas[0] as f64;
+        let l_max = log_sigmas[log_sigmas.len() - 1] as f64;
+        let s: Vec<f64> =
+            tables::np_linspace(0.0, 1.0, n).into_iter().map(|r| (l_max + r * (l_min - l_max)).exp()).collect();
+        timesteps = s.iter().map(|&x| to_int(tables::sigma_to_t(x, &log_sigmas))).collect();
+        s
+    } else {
+        timesteps.iter().map(|&t| tables::np_interp_index(t, &train_sigmas)).collect()
+    };
+    let sigma_last = if final_min { train_sigmas[0] as f64 } else { 0.0 };
+    sigmas.push(sigma_last);
+    let sigmas: Vec<f64> = sigmas.into_iter().map(|s| s as f32 as f64).collect();
+    Ok((timesteps, sigmas))
+}
+
+/// The multistep formulas divide by lambda differences: the noise levels must strictly decrease
+/// (they do unless a schedule repeats a timestep). The final sigma may equal the last one
+/// ("sigma_min" after a schedule ending at t = 0).
+fn check_decreasing(sigmas: &[f64], n: usize) -> Result<(), SchedulerError> {
+    let last = sigmas.len() - 1;
+    if let Some(i) =
+        (0..last).find(|&i| !(sigmas[i + 1] < sigmas[i] || (i + 1 == last && sigmas[i + 1] <= sigmas[i])))
+    {
+        return Err(SchedulerError::InvalidSteps {
+            steps: n,
+            reason: format!(
+                "with this timestep_spacing the schedule repeats a noise level (steps {i} and {}); use fewer steps or \"trailing\" spacing",
+                i + 1
+            ),
+        });
+    }
+    Ok(())
 }
 
 impl Scheduler for DpmSolverMultistepScheduler {
