@@ -106,21 +106,13 @@ impl Pipeline {
 
     /// Runs the whole pipeline. `progress` is called after every step.
     pub fn generate(&self, options: &GenerateOptions, progress: &mut dyn FnMut(StepProgress)) -> Result<Generation> {
-        let mut run = self.start(options)?;
-        while let Some(step) = run.step()? {
-            progress(step);
-        }
-        Ok(run.finish())
+        self.generate_composed(options, None, None, progress)
     }
 
     /// [`Self::generate`] with the concept attention artist (src/lifelong/artist.rs) when `attend`
     /// is given and the prompt names enough subjects; `None` is exactly [`Self::generate`].
     pub fn generate_with(&self, options: &GenerateOptions, attend: Option<&AttendOptions>, progress: &mut dyn FnMut(StepProgress)) -> Result<Generation> {
-        let mut run = self.start_with(options, attend)?;
-        while let Some(step) = run.step()? {
-            progress(step);
-        }
-        Ok(run.finish())
+        self.generate_composed(options, attend, None, progress)
     }
 
     /// Starts a generation that the caller steps with [`Denoising::step`]: the browser awaits the

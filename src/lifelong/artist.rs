@@ -110,10 +110,12 @@ pub fn default_grid(latent: [usize; 2], grids: &[[usize; 2]]) -> Option<[usize; 
     fits.or_else(|| grids.iter().min_by_key(|g| g[0] * g[1])).copied()
 }
 
-/// Mean of the maps at `grid` over layers, batch item 0 (A&E `aggregate_attention`; the heads
-/// are averaged already) `[h*w, m]`.
+/// Mean of the maps at `grid` over layers, of the prompt's own batch item: the last one (the only
+/// one when the UNet ran on the prompt alone, as A&E's `aggregate_attention`; after the negative
+/// prompt under guidance). The heads are averaged already. `[h*w, m]`.
 pub fn aggregate(maps: &[CrossMap], grid: [usize; 2]) -> Option<Tensor<2>> {
-    let picked: Vec<Tensor<2>> = maps.iter().filter(|m| m.grid == grid).map(|m| m.probs.clone().narrow(0, 0, 1).squeeze_dim(0)).collect();
+    let last = |m: &CrossMap| m.probs.dims()[0] - 1;
+    let picked: Vec<Tensor<2>> = maps.iter().filter(|m| m.grid == grid).map(|m| m.probs.clone().narrow(0, last(m), 1).squeeze_dim(0)).collect();
     let n = picked.len();
     (n > 0).then(|| Tensor::stack::<3>(picked, 0).sum_dim(0).squeeze_dim::<2>(0).div_scalar(n as f32))
 }

@@ -11,7 +11,7 @@
 use burn::prelude::*;
 
 use super::adapter::Adapter;
-use super::artist::{default_grid, token_maps};
+use super::artist::{aggregate, default_grid, token_maps};
 use crate::error::{Error, Result};
 use crate::kernels::attention::upsample_bilinear;
 use crate::loader::LoadedModel;
@@ -74,19 +74,10 @@ impl Composer {
     /// `[k, 1, h, w]` 0/1 masks of the concepts' regions on the latent grid, read from the
     /// prompt's own batch item (the last).
     fn regions(&self, maps: &[CrossMap], latent: [usize; 2]) -> Option<Tensor<4>> {
-        let picked: Vec<Tensor<2>> = maps
-            .iter()
-            .filter(|m| m.grid == self.grid)
-            .map(|m| {
-                let b = m.probs.dims()[0];
-                m.probs.clone().narrow(0, b - 1, 1).squeeze_dim(0)
-            })
-            .collect();
-        let n = picked.len();
-        if n == 0 || self.text_end < 2 {
+        if self.text_end < 2 {
             return None;
         }
-        let aggregated = Tensor::stack::<3>(picked, 0).sum_dim(0).squeeze_dim::<2>(0).div_scalar(n as f32);
+        let aggregated = aggregate(maps, self.grid)?;
         let token = token_maps(aggregated, self.grid, self.text_end, SIGMA);
         let [_, gh, gw] = token.dims();
         let rows: Vec<Tensor<3>> = self.parts.iter().map(|&(_, p)| token.clone().narrow(0, p - 1, 1)).collect();
