@@ -9,7 +9,7 @@ use burn::prelude::*;
 use super::adapter::{transformer_blocks, leaf, Adapter, AdapterConfig, Concept, Target};
 use super::learner::Learner;
 use super::memory::Memory;
-use super::store::{embedding_concept, embedding_name, ConceptEntry, NamedTensor, StateBlobs};
+use super::store::{check_rank_rows, embedding_concept, embedding_name, ConceptEntry, NamedTensor, StateBlobs};
 use crate::error::{Error, Result};
 use crate::loader::LoadedModel;
 use crate::model::unet::UNet2DConditionModel;
@@ -163,24 +163,18 @@ fn adapter_from_blobs(
     Ok(Some(adapter))
 }
 
-/// The concepts' own LoRA blocks of a routed state: every concept names disjoint rank rows within
-/// the adapter's rank, or none does (a shared adapter).
+/// The concepts' own LoRA blocks of a routed state (empty for a shared adapter): the store's check
+/// of the rows (all or none, non-empty, disjoint), then each within the adapter's rank.
 fn routes_of(concepts: &[ConceptEntry], rank: usize) -> Result<Vec<Range<usize>>> {
-    let rows: Vec<[usize; 2]> = concepts.iter().filter_map(|c| c.rank_rows).collect();
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    if rows.len() != concepts.len() {
-        return Err(Error::InvalidInput("some concepts of the store have their own LoRA block and some do not; it is inconsistent (restore an earlier version)".into()));
-    }
-    let mut taken = vec![false; rank];
-    for (c, &[start, end]) in concepts.iter().zip(&rows) {
-        if start >= end || end > rank || taken[start..end].iter().any(|&t| t) {
-            return Err(Error::InvalidInput(format!("concept `{}` claims LoRA rows {start}..{end} of a rank-{rank} adapter, which are out of range or another concept's", c.name)));
+    check_rank_rows(concepts)?;
+    let mut routes = Vec::new();
+    for (c, [start, end]) in concepts.iter().filter_map(|c| c.rank_rows.map(|r| (c, r))) {
+        if end > rank {
+            return Err(Error::InvalidInput(format!("concept `{}` claims LoRA rows {start}..{end} of a rank-{rank} adapter; the store is damaged, restore an earlier version", c.name)));
         }
-        taken[start..end].fill(true);
+        routes.push(start..end);
     }
-    Ok(rows.into_iter().map(|[start, end]| start..end).collect())
+    Ok(routes)
 }
 
 fn missing(site: &str) -> Error {

@@ -132,7 +132,7 @@ pub enum StoreError {
     InvalidName { name: String, reason: &'static str },
     #[error("concept `{0}` appears twice; give each concept its own name")]
     DuplicateConcept(String),
-    #[error("the concepts' own LoRA blocks (rank_rows) {0}; the file is damaged, export it again")]
+    #[error("the concepts' own LoRA blocks (rank_rows) {0}; the store or file is damaged: restore an earlier version, or export it again")]
     RankRows(String),
     #[error("no concept `{name}` in version {version}; `concepts list` shows the names")]
     UnknownConcept { name: String, version: u32 },
@@ -242,15 +242,19 @@ fn check_concepts(concepts: &[ConceptEntry]) -> Result<(), StoreError> {
             return Err(StoreError::DuplicateConcept(c.name.clone()));
         }
     }
-    // A routed state: every concept names its own rows, non-empty and disjoint (the rank is
-    // checked against the tensors when the state loads into a model).
+    check_rank_rows(concepts)
+}
+
+/// A routed state: every concept names its own rows, non-empty and disjoint, or none does (the
+/// rank is checked against the tensors when the state loads into a model, `state::load`).
+pub fn check_rank_rows(concepts: &[ConceptEntry]) -> Result<(), StoreError> {
     let mut rows: Vec<[usize; 2]> = concepts.iter().filter_map(|c| c.rank_rows).collect();
     if !rows.is_empty() && rows.len() != concepts.len() {
-        return Err(StoreError::RankRows("are given for some concepts only".into()));
+        return Err(StoreError::RankRows("are given for some concepts only, so the state is inconsistent".into()));
     }
     rows.sort_unstable();
     if rows.iter().any(|r| r[0] >= r[1]) || rows.windows(2).any(|w| w[0][1] > w[1][0]) {
-        return Err(StoreError::RankRows(format!("are empty or overlap: {rows:?}")));
+        return Err(StoreError::RankRows(format!("are empty or overlap another concept's: {rows:?}")));
     }
     Ok(())
 }
