@@ -119,56 +119,38 @@ fn init_block(rows: usize, d4: usize) -> String {
     out
 }
 
-/// Keys scored per inner step, in vec4 groups; each row's running max and sum are rescaled once
-/// per step. Eight (fewer rescales, more live values) ran 5-10% slower than four on lavapipe.
+/// Keys scored per inner step (one vec4 of scores per row; `tile_block` writes four): each row's
+/// running max and sum are rescaled once per step. Eight (fewer rescales, more live values) ran
+/// 5-10% slower on lavapipe.
 pub const KEYS_PER_STEP: usize = 4;
-const GROUPS: usize = KEYS_PER_STEP / 4;
 
-/// Eight keys for every row: scores, online-softmax update, weighted sum of V.
+/// Four keys for every row: scores, online-softmax update, weighted sum of V.
 fn tile_block(rows: usize, d4: usize) -> String {
     let pad = "            ";
     let mut out = String::new();
     for r in 0..rows {
-        for g in 0..GROUPS {
-            out += &format!("{pad}var s{r}_{g} = vec4<f32>(0.0);\n");
-        }
+        out += &format!("{pad}var s{r} = vec4<f32>(0.0);\n");
     }
-    for g in 0..GROUPS {
-        for i in 0..4 {
-            let key = 4 * g + i;
-            for c in 0..d4 {
-                out += &format!("{pad}let k{key}_{c} = k_tile[o + {}u];\n", key * d4 + c);
-            }
-            for r in 0..rows {
-                let dot = (0..d4).map(|c| format!("q{r}_{c} * k{key}_{c}")).collect::<Vec<_>>().join(" + ");
-                out += &format!("{pad}s{r}_{g}[{i}] = dot({dot}, vec4<f32>(1.0));\n");
-            }
+    for i in 0..4 {
+        for c in 0..d4 {
+            out += &format!("{pad}let k{i}_{c} = k_tile[o + {}u];\n", i * d4 + c);
+        }
+        for r in 0..rows {
+            let dot = (0..d4).map(|c| format!("q{r}_{c} * k{i}_{c}")).collect::<Vec<_>>().join(" + ");
+            out += &format!("{pad}s{r}[{i}] = dot({dot}, vec4<f32>(1.0));\n");
         }
     }
     for r in 0..rows {
-        let mut peak = format!("max{r}");
-        for g in 0..GROUPS {
-            out += &format!("{pad}s{r}_{g} = steer(s{r}_{g}, flags, taps{r}, b, t0 + t + {}u, t0 + count);\n", 4 * g);
-            peak = format!("max({peak}, max(max(s{r}_{g}.x, s{r}_{g}.y), max(s{r}_{g}.z, s{r}_{g}.w)))");
-        }
-        out += &format!("{pad}let new{r} = {peak};\n{pad}let corr{r} = exp(max{r} - new{r});\n");
-        let mut total = String::new();
-        for g in 0..GROUPS {
-            out += &format!("{pad}let p{r}_{g} = exp(s{r}_{g} - vec4<f32>(new{r}));\n");
-            total += &format!(" + ((p{r}_{g}.x + p{r}_{g}.y) + (p{r}_{g}.z + p{r}_{g}.w))");
-        }
-        out += &format!("{pad}sum{r} = sum{r} * corr{r}{total};\n{pad}max{r} = new{r};\n");
+        out += &format!("{pad}s{r} = steer(s{r}, flags, taps{r}, b, t0 + t, t0 + count);\n");
+        out += &format!("{pad}let new{r} = max(max{r}, max(max(s{r}.x, s{r}.y), max(s{r}.z, s{r}.w)));\n");
+        out += &format!("{pad}let corr{r} = exp(max{r} - new{r});\n{pad}let p{r} = exp(s{r} - vec4<f32>(new{r}));\n");
+        out += &format!("{pad}sum{r} = sum{r} * corr{r} + (p{r}.x + p{r}.y) + (p{r}.z + p{r}.w);\n{pad}max{r} = new{r};\n");
     }
     for c in 0..d4 {
-        // One scope per slice, so its V values do not outlive their use.
-        out += &format!("{pad}{{\n");
-        for key in 0..KEYS_PER_STEP {
-            out += &format!("{pad}let v{key} = v_tile[o + {}u];\n", key * d4 + c);
-        }
+        // One scope per slice, so its four V values do not outlive their use.
+        out += &format!("{pad}{{\n{pad}let v0 = v_tile[o + {}u]; let v1 = v_tile[o + {}u]; let v2 = v_tile[o + {}u]; let v3 = v_tile[o + {}u];\n", c, d4 + c, 2 * d4 + c, 3 * d4 + c);
         for r in 0..rows {
-            let terms: Vec<String> = (0..KEYS_PER_STEP).map(|key| format!("p{r}_{}.{} * v{key}", key / 4, ["x", "y", "z", "w"][key % 4])).collect();
-            let pairs: Vec<String> = terms.chunks(2).map(|t| format!("({})", t.join(" + "))).collect();
-            out += &format!("{pad}a{r}_{c} = a{r}_{c} * corr{r} + {};\n", pairs.join(" + "));
+            out += &format!("{pad}a{r}_{c} = a{r}_{c} * corr{r} + (p{r}.x * v0 + p{r}.y * v1) + (p{r}.z * v2 + p{r}.w * v3);\n");
         }
         out += &format!("{pad}}}\n");
     }
