@@ -1,7 +1,8 @@
 // Fused scaled-dot-product attention: flash-style online softmax over tiles of keys, so the
-// [n, m] score matrix never exists in memory. One invocation owns one query row: its q and
-// output accumulator live in registers; a workgroup shares each tile of K and V through
-// workgroup memory (2 * TK * D4 * 16 bytes <= 16 KiB, WebGPU's default limit).
+// [n, m] score matrix never exists in memory. One invocation owns ROWS query rows (1 on GPUs,
+// 8 or 16 on CPU drivers: src/kernels/attention.rs, Layout::tiling): their q and output
+// accumulators live in registers; a workgroup shares each tile of K and V through workgroup
+// memory (2 * TK * D4 * 16 bytes <= 16 KiB, WebGPU's default limit).
 //
 // Score of query i and key j:  s_ij = scale * key_scale[b, j] * (q_i . k_j) + bias[b, j](i)
 // where bias[b, j] is a low-resolution map, bilinearly upsampled (align_corners = false, as

@@ -55,9 +55,13 @@ fn validate(name: &str, source: &str, f16: bool) {
 fn shaders_validate_with_naga() {
     for f16 in [false, true] {
         for d in [1, 3, 4, 8, 13, 16, 32, 40, 64, 80, 128, 160] {
-            for (layout, steered) in [(attn::Layout::Cpu, false), (attn::Layout::Cpu, true), (attn::Layout::Gpu, false), (attn::Layout::Gpu, true)] {
-                let (key, source) = attn::shader(f16, d, layout, steered);
-                validate(&key, &source, f16);
+            // Every tiling the layouts pick: GPU; CPU with 8 rows in 8- and 64-invocation
+            // workgroups; CPU with 16 rows where d allows it.
+            for (layout, n) in [(attn::Layout::Gpu, 4096), (attn::Layout::Cpu, 64), (attn::Layout::Cpu, 512), (attn::Layout::Cpu, 4096)] {
+                for steered in [false, true] {
+                    let (key, source) = attn::shader(f16, d, layout.tiling(n, d), steered);
+                    validate(&key, &source, f16);
+                }
             }
             let (key, source) = attn::probs_shader(f16, d);
             validate(&key, &source, f16);
@@ -82,8 +86,10 @@ fn qkv(b: usize, h: usize, n: usize, m: usize, d: usize, strided: bool, device: 
 }
 
 /// (batch, heads, queries, keys, head dim): SD head dims, tiny ones, and sizes that are not
-/// multiples of the workgroup (64 rows) or of a key tile.
-const SHAPES: [(usize, usize, usize, usize, usize); 8] = [
+/// multiples of a workgroup's rows or of a key tile; 1100 queries take the CPU layout's 16-row,
+/// 1024-row-workgroup tiling (at a small head dim, which compiles fast).
+const SHAPES: [(usize, usize, usize, usize, usize); 9] = [
+    (1, 2, 1100, 70, 8),
     (1, 1, 1, 1, 4),
     (2, 3, 67, 45, 40),
     (1, 2, 130, 77, 64),
@@ -121,6 +127,26 @@ fn layout_follows_the_adapter() {
     assert_eq!(Layout::for_adapter("NVIDIA H100 80GB HBM3", true), Layout::Gpu);
     assert_eq!(Layout::for_adapter("Apple M2", true), Layout::Gpu);
     assert_eq!(Layout::for_adapter("some CPU adapter", false), Layout::Cpu);
+}
+
+#[test]
+fn tiling_covers_queries_with_little_padding() {
+    use attn::{Layout, Tiling};
+    assert_eq!(Layout::Gpu.tiling(4096, 40), Tiling { rows: 1, invocations: 64 });
+    assert_eq!(Layout::Cpu.tiling(1024, 80), Tiling { rows: 16, invocations: 64 });
+    assert_eq!(Layout::Cpu.tiling(4096, 160), Tiling { rows: 8, invocations: 64 });
+    assert_eq!(Layout::Cpu.tiling(256, 32), Tiling { rows: 8, invocations: 32 });
+    assert_eq!(Layout::Cpu.tiling(1, 4), Tiling { rows: 8, invocations: 8 });
+    for n in (1..5000).step_by(37) {
+        for d in [8, 40, 80, 160] {
+            let t = Layout::Cpu.tiling(n, d);
+            let covered = n.div_ceil(t.rows_per_workgroup()) * t.rows_per_workgroup();
+            // Padding is under half of what runs, except where one SIMD batch of 8 rows per lane
+            // is already more than n.
+            assert!(covered < 2 * n || t.invocations == 8, "n {n} d {d}: {t:?} covers {covered}");
+            assert!((8..=64).contains(&t.invocations) && t.invocations.is_power_of_two());
+        }
+    }
 }
 
 /// Bias map, key scale and exported maps together; the maps equal the twin's softmax

@@ -20,8 +20,6 @@ use super::{base_values, render, use_kernels, KernelOps};
 const TEMPLATE: &str = include_str!("../../shaders/attention.wgsl");
 const PROBS_TEMPLATE: &str = include_str!("../../shaders/attention_probs.wgsl");
 
-/// Query rows per workgroup of attention.wgsl (invocations x rows per invocation).
-pub const ROWS_PER_WORKGROUP: u32 = 64;
 /// Invocations per workgroup of attention_probs.wgsl (one per key).
 pub const WORKGROUP: u32 = 64;
 /// Largest head dim the fused kernel takes (its q and accumulator live in registers); larger
@@ -41,17 +39,32 @@ pub fn tile_keys(d: usize) -> usize {
 /// per adapter kind (chosen in `cube.rs` from the adapter, or forced with [`set_layout`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// CPU Vulkan/WebGPU drivers (lavapipe, SwiftShader) run a workgroup's invocations as the SIMD
-    /// lanes of one thread. Eight rows per invocation reuse each K/V value read from workgroup
-    /// memory eight times and give 8-invocation workgroups (one SIMD batch: barriers cost nothing).
-    /// Measured on lavapipe (README, Kernels; 1024x1024, d=80): 8, 4, 2, 1 rows ran at 1.52x,
-    /// 1.04x, 0.67x, 0.49x the twin's speed.
+    /// CPU Vulkan/WebGPU drivers (lavapipe, SwiftShader) run eight invocations as the SIMD lanes
+    /// of one thread, and lavapipe (Mesa 22.3) reads workgroup memory one lane at a time (a loop
+    /// over the lanes, with a branch per lane, for every vec4 read of the K/V tile: profiled,
+    /// it was most of the kernel's time). So each invocation takes many query rows, and each K/V
+    /// value read from the tile serves all of them; and a workgroup takes up to 1024 rows, so one
+    /// cooperative tile load serves them all. Register spills are plain stack moves, far cheaper
+    /// than those reads. See [`Layout::tiling`] and README, Kernels, for the measurements.
     Cpu,
     /// GPUs: one row per invocation, 64-invocation workgroups (flash-attention v1's layout). The
-    /// CPU layout keeps `2 * 8 * ceil(d/4)` vec4 live per invocation, far over a GPU thread's
-    /// ~255 registers, and its 8-invocation workgroups leave three quarters of a 32-wide warp
-    /// idle: it ran 3-50x slower than the twin on an H100 (README, Kernels).
+    /// CPU layout keeps `2 * rows * ceil(d/4)` vec4 live per invocation, far over a GPU thread's
+    /// ~255 registers: it ran 3-50x slower than the twin on an H100 (README, Kernels).
     Gpu,
+}
+
+/// Query rows per invocation and invocations per workgroup of one attention dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiling {
+    pub rows: usize,
+    pub invocations: u32,
+}
+
+impl Tiling {
+    /// Query rows one workgroup covers.
+    pub fn rows_per_workgroup(self) -> usize {
+        self.rows * self.invocations as usize
+    }
 }
 
 /// 0: from the adapter; 1: Cpu; 2: Gpu.
@@ -85,18 +98,26 @@ impl Layout {
         }
     }
 
-    /// Query rows per invocation (`d` is kept for tuning per head dim).
-    pub fn rows_per_invocation(self, d: usize) -> usize {
-        let _ = d;
+    /// The tiling for `n` queries of head dim `d`.
+    ///
+    /// Cpu, measured on lavapipe (1024 x 1024, 8 heads; twin / fused): 8 rows per invocation in
+    /// 64-row workgroups 2.8x (d 40) / 2.2x (d 80); 8 rows in 1024-row workgroups 3.7x / 2.6x;
+    /// 16 rows in 1024-row workgroups 5.0x / 3.6x; 32 rows 6.1x / 3.7x; 4 rows always slower.
+    /// Sixteen rows cost a long first compile (about a minute per shader on lavapipe at d 80,
+    /// eight times eight rows'), so they are kept for large attention (n >= 1024, SD's 64x64 and
+    /// 32x32 levels), where the time is won back at once. Workgroups are the largest power of two
+    /// of invocations (8 to 64: one SIMD batch to 1024 rows) that `n` fills, so padding rows
+    /// (computed on a clamped row, never written) stay under half.
+    pub fn tiling(self, n: usize, d: usize) -> Tiling {
         match self {
-            Layout::Cpu => 8,
-            Layout::Gpu => 1,
+            Layout::Gpu => Tiling { rows: 1, invocations: 64 },
+            Layout::Cpu => {
+                let rows = if n >= 1024 && d <= 80 { 16 } else { 8 };
+                let fill = (n / rows).max(1);
+                let invocations = (1u32 << fill.ilog2()).clamp(8, 64);
+                Tiling { rows, invocations }
+            }
         }
-    }
-
-    /// Invocations per workgroup: 64 query rows per workgroup in either layout.
-    pub fn invocations(self, d: usize) -> u32 {
-        ROWS_PER_WORKGROUP / self.rows_per_invocation(d) as u32
     }
 }
 
@@ -170,19 +191,20 @@ fn finish_block(rows: usize, d4: usize) -> String {
     out
 }
 
-fn values(f16: bool, d: usize, layout: Layout, steered: bool) -> Vec<(&'static str, String)> {
-    let (d4, rows) = (d.div_ceil(4), layout.rows_per_invocation(d));
-    let mut v = base_values(f16, layout.invocations(d));
+fn values(f16: bool, d: usize, tiling: Tiling, steered: bool) -> Vec<(&'static str, String)> {
+    let (d4, rows) = (d.div_ceil(4), tiling.rows);
+    let mut v = base_values(f16, tiling.invocations);
     v.extend([("d", d.to_string()), ("d4", d4.to_string()), ("tk", tile_keys(d).to_string()), ("rows", rows.to_string())]);
     v.extend([("kb", KEYS_PER_STEP.to_string()), ("steered", steered.to_string())]);
     v.extend([("init", init_block(rows, d4)), ("tile", tile_block(rows, d4)), ("finish", finish_block(rows, d4))]);
     v
 }
 
-/// attention.wgsl rendered for an element type, head dim, layout and whether it takes a bias map
+/// attention.wgsl rendered for an element type, head dim, tiling and whether it takes a bias map
 /// and key scale: (cache key, source).
-pub fn shader(f16: bool, d: usize, layout: Layout, steered: bool) -> (String, String) {
-    (format!("attention/{f16}/{d}/{layout:?}/{steered}"), render(TEMPLATE, &values(f16, d, layout, steered)))
+pub fn shader(f16: bool, d: usize, tiling: Tiling, steered: bool) -> (String, String) {
+    let Tiling { rows, invocations } = tiling;
+    (format!("attention/{f16}/{d}/{rows}x{invocations}/{steered}"), render(TEMPLATE, &values(f16, d, tiling, steered)))
 }
 
 /// attention_probs.wgsl rendered for an element type and head dim: (cache key, source).

@@ -128,10 +128,11 @@ fn attention(q: CubeTensor, k: CubeTensor, v: CubeTensor, bias: Option<CubeTenso
     let out = output(&q, vec![b, h, n, d], q.dtype);
     let stats_out = output(&q, if stats { vec![b * h, n, 2] } else { vec![1, 1, 2] }, DType::F32);
     let layout = attention::forced_layout().unwrap_or_else(|| adapter_layout(&q));
-    let (key, source) = attention::shader(q.dtype == DType::F16, d, layout, steer.flags & 3 != 0);
-    let count = (n.div_ceil(attention::ROWS_PER_WORKGROUP as usize) as u32, (b * h) as u32, 1);
+    let tiling = layout.tiling(n, d);
+    let (key, source) = attention::shader(q.dtype == DType::F16, d, tiling, steer.flags & 3 != 0);
+    let count = (n.div_ceil(tiling.rows_per_workgroup()) as u32, (b * h) as u32, 1);
     let buffers = vec![binding(&q), binding(&k), binding(&v), binding(&out), steer.bias, steer.key_scale, binding(&stats_out), words(&q, &params)];
-    launch(&q, key, source, layout.invocations(d), count, buffers);
+    launch(&q, key, source, tiling.invocations, count, buffers);
     (out, stats_out)
 }
 
