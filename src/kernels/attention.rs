@@ -145,21 +145,23 @@ fn init_block(rows: usize, d4: usize) -> String {
 /// 5-10% slower on lavapipe.
 pub const KEYS_PER_STEP: usize = 4;
 
-/// Four keys for every row: scores, online-softmax update, weighted sum of V.
+/// Four keys for every row: scores, online-softmax update, weighted sum of V. Both products run
+/// slice by slice over the head dim, each slice of the four K (or V) rows read from the tile once
+/// and used for every row while it is in registers: reading all four K rows first and then each
+/// row's dot products kept `4 * ceil(d/4)` K slices live, which spilled and ran 15% slower on
+/// lavapipe (d 80, 16 rows: 93 -> 79 ms).
 fn tile_block(rows: usize, d4: usize) -> String {
     let pad = "            ";
     let mut out = String::new();
     for r in 0..rows {
         out += &format!("{pad}var s{r} = vec4<f32>(0.0);\n");
     }
-    for i in 0..4 {
-        for c in 0..d4 {
-            out += &format!("{pad}let k{i}_{c} = k_tile[o + {}u];\n", i * d4 + c);
-        }
+    for c in 0..d4 {
+        out += &format!("{pad}{{\n{pad}let k0 = k_tile[o + {}u]; let k1 = k_tile[o + {}u]; let k2 = k_tile[o + {}u]; let k3 = k_tile[o + {}u];\n", c, d4 + c, 2 * d4 + c, 3 * d4 + c);
         for r in 0..rows {
-            let dot = (0..d4).map(|c| format!("q{r}_{c} * k{i}_{c}")).collect::<Vec<_>>().join(" + ");
-            out += &format!("{pad}s{r}[{i}] = dot({dot}, vec4<f32>(1.0));\n");
+            out += &format!("{pad}s{r} += vec4<f32>(dot(q{r}_{c}, k0), dot(q{r}_{c}, k1), dot(q{r}_{c}, k2), dot(q{r}_{c}, k3));\n");
         }
+        out += &format!("{pad}}}\n");
     }
     for r in 0..rows {
         out += &format!("{pad}s{r} = steer(s{r}, flags, taps{r}, b, t0 + t, t0 + count);\n");
