@@ -78,7 +78,8 @@ pub struct Sizes {
 
 impl Sizes {
     /// SD-1.5's attention levels (64x64 latent), `full` for a GPU; else a set a CPU adapter
-    /// finishes in minutes, still with every SD-1.5 shape of seq >= 1024 (batch 1). `builtin` adds that model's shapes.
+    /// finishes in minutes, still with every SD-1.5 shape of seq >= 1024 (batch 1; 4096 x 4096 with one head, whose
+    /// 64 MiB score matrix fits a WebGPU storage binding (128 MiB by default; eight heads' 512 MiB do not). `builtin` adds that model's shapes.
     pub fn new(full: bool, builtin: Option<&UNetConfig>) -> Self {
         let a = |seq, keys, heads, dim| AttnShape { seq, keys, heads, dim };
         let mut attention = if full {
@@ -89,7 +90,7 @@ impl Sizes {
             }
             rows
         } else {
-            vec![a(4096, 77, 8, 40), a(4096, 4096, 8, 40), a(1024, 1024, 8, 40), a(1024, 1024, 8, 80), a(1024, 77, 8, 80), a(256, 256, 8, 160), a(256, 77, 8, 160), a(64, 64, 8, 160)]
+            vec![a(4096, 77, 8, 40), a(4096, 4096, 1, 40), a(1024, 1024, 8, 40), a(1024, 1024, 8, 80), a(1024, 77, 8, 80), a(256, 256, 8, 160), a(256, 77, 8, 160), a(64, 64, 8, 160)]
         };
         if let Some(config) = builtin {
             let size = config.sample_size.unwrap_or(64);
