@@ -114,7 +114,7 @@ impl Layout {
             Layout::Cpu => {
                 let rows = if n >= 1024 && d <= 80 { 16 } else { 8 };
                 let fill = (n / rows).max(1);
-                let invocations = (1u32 << fill.ilog2()).clamp(8, 64);
+                let invocations = (1u32 << fill.ilog2().min(6)).clamp(8, 64);
                 Tiling { rows, invocations }
             }
         }
