@@ -79,7 +79,7 @@ fn maps_come_from_the_chosen_grid_and_leave_the_output_alone() {
     let p = fixture();
     let unet = &p.model.unet;
     let context = p.encode_prompt(PROMPT, &mut Vec::new()).unwrap();
-    let x = Tensor::<4>::random([1, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &p.device);
+    let x = latents(7, &p.device);
     let plain: Vec<f32> = unet.forward(x.clone(), 500.0, &context).into_data().try_to_vec().unwrap();
     let (out, none) = unet.forward_with_maps(x.clone(), 500.0, &context, &AttnHook::default());
     assert!(none.is_empty());
@@ -90,21 +90,32 @@ fn maps_come_from_the_chosen_grid_and_leave_the_output_alone() {
     assert_eq!(maps[0].probs.dims(), [1, 64, 77]);
 }
 
+/// Seeded latents: a test must not depend on the unseeded backend RNG (CI once drew latents where
+/// a unit-size step overshot).
+fn latents(seed: u64, device: &Device) -> Tensor<4> {
+    let values = crate::rng::Rng::new(seed).normal_vec(4 * 16 * 16);
+    Tensor::from_data(TensorData::new(values, [1, 4, 16, 16]), device)
+}
+
 #[test]
 fn one_update_step_on_the_fixture_moves_the_latents_and_lowers_the_loss() {
     let p = fixture();
     let tokens = p.model.tokenizer.tokens(PROMPT).unwrap();
-    let options = AttendOptions { scale_factor: 1.0, ..Default::default() };
+    // A small step, so that it is a descent step on any latents (the test is of the gradient's
+    // sign and plumbing; A&E's step of 20 is for the real models' flatter losses).
+    let options = AttendOptions { scale_factor: 0.1, ..Default::default() };
     let artist = Artist::plan(&options, &tokens, 77, 20, &p.model.unet, [16, 16]).unwrap().expect("two subjects");
     assert_eq!(artist.subjects.nouns.len(), 2);
     let cond = p.encode_prompt(PROMPT, &mut Vec::new()).unwrap();
-    let x = Tensor::<4>::random([1, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &p.device);
-    let before = artist.loss(&p.model.unet, x.clone(), 900.0, &cond).unwrap();
-    let (moved, report) = artist.alter(&p.model.unet, x.clone(), 1, 900.0, 1.0, &cond).unwrap();
-    let after = artist.loss(&p.model.unet, moved.clone(), 900.0, &cond).unwrap();
-    let change = scalar((moved - x).abs().max());
-    let (b, a) = (scalar(before.total), scalar(after.total));
-    assert!(change > 0.0 && a < b, "latent change {change}, loss {b} -> {a} ({report:?})");
+    for seed in 0..4 {
+        let x = latents(seed, &p.device);
+        let before = artist.loss(&p.model.unet, x.clone(), 900.0, &cond).unwrap();
+        let (moved, report) = artist.alter(&p.model.unet, x.clone(), 1, 900.0, 1.0, &cond).unwrap();
+        let after = artist.loss(&p.model.unet, moved.clone(), 900.0, &cond).unwrap();
+        let change = scalar((moved - x).abs().max());
+        let (b, a) = (scalar(before.total), scalar(after.total));
+        assert!(change > 0.0 && a < b, "seed {seed}: latent change {change}, loss {b} -> {a} ({report:?})");
+    }
 }
 
 #[test]
