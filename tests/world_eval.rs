@@ -25,6 +25,8 @@ fn report_has_a_row_per_category_and_a_json_line_last() {
     for row in rows {
         let rate = row["rates"]["all"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&rate));
+        let phrases = row["by_phrase"].as_object().unwrap();
+        assert_eq!(phrases.len(), 1, "one prompt asks one place or relation: {row}");
     }
     assert!(rows[2]["rates"]["both_objects"].is_number());
 }

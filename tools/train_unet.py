@@ -112,6 +112,15 @@ def lr_at(a, step, step0, elapsed_s):
     return warm * (a.lr + (a.decay_to - a.lr) * min(1.0, progress))
 
 
+def focus_pairs(data, words):
+    """(scene, caption index) of every caption containing one of WORDS as a whole word: the pool a
+    focused batch share is drawn from (for what the model has not learned, e.g. "top"/"bottom")."""
+    want = set(words)
+    pairs = [(i, j) for i, caps in enumerate(data.captions) for j, c in enumerate(caps) if want & set(c.split())]
+    assert pairs, f"no caption contains any of {sorted(want)}"
+    return torch.tensor(pairs, dtype=torch.int64)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="world export folder (captions)")
@@ -136,6 +145,9 @@ def main():
     p.add_argument("--max-minutes", type=float, default=0, help="stop after this long (0: no limit)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=2)
+    p.add_argument("--focus", default="", help="comma-separated caption words (e.g. top,bottom): --focus-share of "
+                   "each batch is drawn from the captions that contain one of them")
+    p.add_argument("--focus-share", type=float, default=0.5)
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: latents and captions live on the GPU, bf16 autocast)")
     a = p.parse_args()
     dev = torch.device(a.device)
@@ -152,6 +164,10 @@ def main():
     tok = CLIPTokenizer.from_pretrained(a.tokenizer)
     assert tok.model_max_length == CONTEXT
     caption_ids = tokenize_all(tok, data).to(dev)
+    focus = focus_pairs(data, a.focus.split(",")).to(dev) if a.focus else None
+    n_focus = round(a.focus_share * a.batch) if focus is not None else 0
+    if focus is not None:
+        log(f"focus on {a.focus}: {len(focus)} captions, {n_focus} of each batch of {a.batch}")
 
     torch.manual_seed(a.seed)
     unet, te = build_models(tok)
@@ -216,6 +232,9 @@ def main():
         idx = torch.randint(0, data.n, (a.batch,), generator=g).to(dev)
         which = torch.randint(0, caption_ids.shape[1], (a.batch,), generator=g).to(dev)
         drop = (torch.rand(a.batch, generator=g) < a.drop).to(dev)
+        if n_focus:
+            pick = focus[torch.randint(0, len(focus), (n_focus,), generator=g).to(dev)]
+            idx[:n_focus], which[:n_focus] = pick[:, 0], pick[:, 1]
         ids = torch.where(drop[:, None], empty_ids, caption_ids[idx, which])
         x0 = latents[idx] * scale
         noise = torch.randn_like(x0)

@@ -1,6 +1,8 @@
 //! `eval world`: generate images for world prompts with a model and score them with the
 //! analytic scorer, per category (single / two objects, seen / held-out) and attribute.
 
+use std::collections::BTreeMap;
+
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
@@ -10,7 +12,7 @@ use crate::pipeline::{image_to_rgb8, GenerateOptions, Pipeline};
 use super::caption::prompt_at;
 use super::render::render;
 use super::sample::{item_rng, Split};
-use super::scene::{realize, SceneKind};
+use super::scene::{realize, Layout, SceneKind, Spec};
 use super::score::{check, Tally, Verdict};
 
 /// How many prompts and how to sample them.
@@ -43,6 +45,10 @@ pub struct CategoryResult {
     pub n: usize,
     /// Prompts the concept attention artist edited (0 without `attend`).
     pub attended: usize,
+    /// Place (one object) or relation (two objects) per phrase asked: (right, asked). A rate per
+    /// attribute hides which way a model fails; this showed the built-in model drawing "at the top"
+    /// and "at the bottom" at random while it never missed "on the left".
+    pub by_phrase: BTreeMap<&'static str, (usize, usize)>,
 }
 
 impl CategoryResult {
@@ -64,7 +70,23 @@ impl CategoryResult {
         if self.kind == SceneKind::Pair {
             map.insert("both_objects".into(), serde_json::json!(self.both_objects_right as f32 / self.n.max(1) as f32));
         }
-        serde_json::json!({ "category": self.name(), "n": self.n, "attended": self.attended, "rates": map })
+        let by_phrase: serde_json::Map<_, _> =
+            self.by_phrase.iter().map(|(phrase, &(right, asked))| ((*phrase).into(), serde_json::json!(right as f32 / asked.max(1) as f32))).collect();
+        serde_json::json!({ "category": self.name(), "n": self.n, "attended": self.attended, "rates": map, "by_phrase": by_phrase })
+    }
+
+    /// Counts whether the place or relation `spec` asks for was right.
+    fn count_phrase(&mut self, spec: &Spec, verdict: &Verdict) {
+        let (phrase, right) = match spec.layout {
+            Layout::Single { place: Some(place) } => (place.phrase(), verdict.place),
+            Layout::Pair { relation } => (relation.phrase(), verdict.relation),
+            _ => return,
+        };
+        if let Some(right) = right {
+            let entry = self.by_phrase.entry(phrase).or_default();
+            entry.0 += usize::from(right);
+            entry.1 += 1;
+        }
     }
 }
 
@@ -85,7 +107,15 @@ pub fn evaluate(pipeline: &Pipeline, options: &EvalOptions, progress: &mut dyn F
     let total = options.n * categories.len();
     let mut results = Vec::new();
     for (c, &(kind, split)) in categories.iter().enumerate() {
-        let mut result = CategoryResult { kind, split, tally: Tally::default(), both_objects_right: 0, n: options.n, attended: 0 };
+        let mut result = CategoryResult {
+            kind,
+            split,
+            tally: Tally::default(),
+            both_objects_right: 0,
+            n: options.n,
+            attended: 0,
+            by_phrase: BTreeMap::new(),
+        };
         for i in 0..options.n {
             let prompt = prompt_at(options.seed, i as u64, split, kind);
             let image = if options.reconstruct {
@@ -107,6 +137,7 @@ pub fn evaluate(pipeline: &Pipeline, options: &EvalOptions, progress: &mut dyn F
             let verdict = check(&image_to_rgb8(&image)?, &prompt.spec)?;
             result.both_objects_right += usize::from(verdict.color && verdict.shape);
             result.tally.add(&verdict);
+            result.count_phrase(&prompt.spec, &verdict);
             progress(c * options.n + i + 1, total);
         }
         results.push(result);
@@ -137,6 +168,41 @@ pub fn table(results: &[CategoryResult]) -> String {
         let both = (r.kind == SceneKind::Pair).then(|| r.both_objects_right as f32 / r.n.max(1) as f32);
         out.push_str(&both.map_or(format!("{:>11}", "-"), |v| format!("{:>10.1}%", v * 100.0)));
         out.push('\n');
+        if !r.by_phrase.is_empty() {
+            let counts: Vec<String> = r.by_phrase.iter().map(|(phrase, (right, asked))| format!("{phrase} {right}/{asked}")).collect();
+            out.push_str(&format!("{:<20}{}\n", "", counts.join(", ")));
+        }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_and_relations_are_counted_per_phrase() {
+        let mut r = CategoryResult { kind: SceneKind::Single, split: Split::Train, tally: Tally::default(), both_objects_right: 0, n: 0, attended: 0, by_phrase: BTreeMap::new() };
+        let mut asked = BTreeMap::<&str, usize>::new();
+        for i in 0..40 {
+            let single = prompt_at(0, i, Split::Train, SceneKind::Single);
+            let pair = prompt_at(0, i, Split::Train, SceneKind::Pair);
+            r.count_phrase(&single.spec, &Verdict { place: Some(i % 2 == 0), ..Default::default() });
+            r.count_phrase(&pair.spec, &Verdict { relation: Some(true), ..Default::default() });
+            for spec in [&single.spec, &pair.spec] {
+                let phrase = match spec.layout {
+                    Layout::Single { place } => place.expect("prompts name their place").phrase(),
+                    Layout::Pair { relation } => relation.phrase(),
+                    Layout::Plural => continue,
+                };
+                *asked.entry(phrase).or_default() += 1;
+            }
+        }
+        let counted: BTreeMap<&str, usize> = r.by_phrase.iter().map(|(p, &(_, n))| (*p, n)).collect();
+        assert_eq!(counted, asked);
+        let right: usize = r.by_phrase.values().map(|&(right, _)| right).sum();
+        let pairs = r.by_phrase.iter().filter(|(p, _)| ["above", "below"].contains(p) || p.ends_with(" of")).map(|(_, &(_, n))| n).sum::<usize>();
+        assert_eq!(right, 20 + pairs, "half the places right, every relation right");
+        assert!(table(&[r]).contains("at the top "), "the table lists each phrase");
+    }
 }
