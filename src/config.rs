@@ -311,7 +311,7 @@ impl ClipConfig {
         if !["quick_gelu", "gelu"].contains(&self.hidden_act.as_str()) {
             return Err(Error::config(file, format!("hidden_act `{}` is not supported (quick_gelu or gelu)", self.hidden_act)));
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::config(file, "hidden_size must divide by num_attention_heads"));
         }
         Ok(())

@@ -136,7 +136,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
     let ceiling = vae_ceiling(&base_pipeline, &taught, 16, args.sampling.seed)?;
     let ceiling_line = taught.iter().zip(&ceiling).map(|(c, r)| format!("{} {:.0}%", c.name, 100.0 * r)).collect::<Vec<_>>().join(", ");
     eprintln!("VAE ceiling (identified after an encode-decode round trip, 16 pictures each): {ceiling_line}");
-    let base_figure = lifelong_diffusion::lifelong::eval::base_rate(&Drawer::One(base_pipeline), &options)?;
+    let base_figure = lifelong_diffusion::lifelong::eval::base_rate(&Drawer::One(Box::new(base_pipeline)), &options)?;
     eprintln!("base model, plain single-object prompts with colour and shape right: {:.1}%", 100.0 * base_figure);
     let mut rows = Vec::new();
     for name in args.methods.split(',').map(str::trim).filter(|s| !s.is_empty()) {

@@ -113,7 +113,7 @@ pub fn vae_ceiling(pipeline: &Pipeline, concepts: &[NovelConcept], n: usize, see
 /// What draws each prompt: one pipeline for all, or a learner whose adapter is routed to the
 /// concepts each prompt names (the `routed` method).
 pub enum Drawer<'a> {
-    One(Pipeline),
+    One(Box<Pipeline>),
     PerPrompt(&'a Learner),
     /// As `PerPrompt`, with prompts naming two or more concepts composed by region.
     Composed(&'a Learner),
@@ -121,7 +121,7 @@ pub enum Drawer<'a> {
 
 impl Drawer<'_> {
     fn of(learner: &Learner, method: Method) -> Result<Drawer<'_>> {
-        Ok(if method == Method::Routed { Drawer::PerPrompt(learner) } else { Drawer::One(learner.pipeline()?) })
+        Ok(if method == Method::Routed { Drawer::PerPrompt(learner) } else { Drawer::One(Box::new(learner.pipeline()?)) })
     }
 
     /// The composing drawer of a routed learner when `compose` asks for it.

@@ -223,7 +223,7 @@ impl Learner {
         if old.concepts.is_empty() {
             // Nothing taught yet: the old adapter is zero (B = 0), so the fresh block alone is
             // the same model without rank rows that carry nothing.
-            let routes = if route { vec![0..fresh.config.rank] } else { Vec::new() };
+            let routes = if route { std::iter::once(0..fresh.config.rank).collect() } else { Vec::new() };
             self.adapter = Adapter { routes, ..fresh }.trainable(&ad);
             return Ok(report);
         }

@@ -155,8 +155,8 @@ mod tests {
         let a = features(&blob_latents(0, 2.0)).unwrap();
         let b = features(&blob_latents(40, 2.0)).unwrap();
         let other = features(&blob_latents(40, -3.0)).unwrap();
-        assert!(bank_score(&a, &[b.clone()]) > 0.999, "{a:?} vs {b:?}");
-        assert!(bank_score(&other, &[a.clone()]) < bank_score(&b, &[a]));
+        assert!(bank_score(&a, std::slice::from_ref(&b)) > 0.999, "{a:?} vs {b:?}");
+        assert!(bank_score(&other, std::slice::from_ref(&a)) < bank_score(&b, &[a]));
     }
 
     #[test]

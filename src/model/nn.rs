@@ -105,7 +105,7 @@ pub struct GroupNorm {
 
 impl GroupNorm {
     pub fn load(vb: &VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(crate::Error::InvalidInput(format!(
                 "GroupNorm `{}`: {channels} channels are not divisible into {groups} groups (norm_num_groups in config.json)",
                 vb.prefix()

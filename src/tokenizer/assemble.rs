@@ -39,13 +39,13 @@ pub(super) fn model_files(files: &TokenizerFiles, names: &Names, folder_name: &s
                 }
             }
             let found = if found.is_empty() { "none".to_string() } else { found.join(", ") };
-            return Err(Error::Tokenizer {
+            Err(Error::Tokenizer {
                 file: if folder_name.is_empty() { "tokenizer".to_string() } else { folder_name.to_string() },
                 reason: format!(
                     "missing tokenizer files: a CLIP tokenizer needs tokenizer.json, or vocab.json together \
                  with merges.txt (found: {found})"
                 ),
-            });
+            })
         }
     }
 }
