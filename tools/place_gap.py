@@ -3,6 +3,8 @@ the denoising loss with the true caption against the same caption with the oppos
 ("at the top" -> "at the bottom", "on the left" -> "on the right"), same noise, same timesteps. A
 model that reads the word has a clearly lower loss with the true caption; equal losses mean it draws
 that place at random (what `eval world`'s per-phrase line then shows as about half right).
+Then the same for two-object scenes of each relation: "A above B" against "B above A" (the order
+of the objects, which is what the relation binds).
 
     python tools/place_gap.py --model www/models/builtin [--n 48] [--data DIR --latents LAT.npy]
 """
@@ -39,6 +41,34 @@ def scenes_by_place(data, n):
     return by
 
 
+RELATIONS = {"above": "above", "below": "below", "left_of": "to the left of", "right_of": "to the right of"}
+
+
+def phrase(obj):
+    article = "an" if obj["color"][0] in "aeiou" else "a"
+    return f"{article} {obj['color']} {obj['shape']}"
+
+
+def scenes_by_relation(data, n):
+    """Up to N (scene index, "A rel B", "B rel A") per relation, from two-object scenes of two different
+    objects, in file order."""
+    by = {r: [] for r in RELATIONS}
+    with open(Path(data) / "scenes.jsonl") as f:
+        for line in f:
+            row = json.loads(line)
+            scene = row["scene"]
+            relation = scene["layout"].get("relation")
+            if scene["layout"]["kind"] != "pair" or relation not in by or len(by[relation]) >= n:
+                continue
+            a, b = (phrase(o) for o in scene["objects"])
+            if a != b:
+                words = RELATIONS[relation]
+                by[relation].append((row["index"], f"{a} {words} {b}", f"{b} {words} {a}"))
+            if all(len(v) >= n for v in by.values()):
+                break
+    return by
+
+
 @torch.no_grad()
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,17 +90,22 @@ def main():
         pred = unet(xt, t, encoder_hidden_states=te(ids).last_hidden_state).sample
         return ((pred - noise) ** 2).mean().item()
 
-    print("place   t    loss(true caption)  loss(opposite place)  ratio")
-    for place, items in scenes_by_place(a.data, a.n).items():
-        x0 = torch.from_numpy(np.array(latents[[i for i, _ in items]], dtype=np.float32)) * scale
-        true = [c for _, c in items]
-        opposite = [c[: -len(place)] + OPPOSITE[place] for c in true]
+    def compare(label, indices, true, other):
+        x0 = torch.from_numpy(np.array(latents[indices], dtype=np.float32)) * scale
         for t in (500, 800):
             noise = torch.randn(x0.shape, generator=gen)
-            tt = torch.full((len(items),), t)
+            tt = torch.full((len(indices),), t)
             xt = sched.add_noise(x0, noise, tt)
-            lt, lo = loss(xt, tt, noise, true), loss(xt, tt, noise, opposite)
-            print(f"{place:<7} {t:<4} {lt:<19.5f} {lo:<21.5f} {lo / lt:.2f}")
+            lt, lo = loss(xt, tt, noise, true), loss(xt, tt, noise, other)
+            print(f"{label:<9} {t:<4} {lt:<19.5f} {lo:<21.5f} {lo / lt:.2f}")
+
+    print("place     t    loss(true caption)  loss(opposite place)  ratio")
+    for place, items in scenes_by_place(a.data, a.n).items():
+        true = [c for _, c in items]
+        compare(place, [i for i, _ in items], true, [c[: -len(place)] + OPPOSITE[place] for c in true])
+    print("relation  t    loss(A rel B)       loss(B rel A)         ratio")
+    for relation, items in scenes_by_relation(a.data, a.n).items():
+        compare(relation, [i for i, _, _ in items], [c for _, c, _ in items], [c for _, _, c in items])
 
 
 if __name__ == "__main__":
