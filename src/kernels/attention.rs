@@ -104,8 +104,8 @@ impl Layout {
     /// 64-row workgroups 2.8x (d 40) / 2.2x (d 80); 8 rows in 1024-row workgroups 3.7x / 2.6x;
     /// 16 rows in 1024-row workgroups 5.0x / 3.6x; 32 rows 6.1x / 3.7x; 4 rows always slower.
     /// Sixteen rows cost a long first compile (on lavapipe with a cold shader cache, the d 40 and
-    /// d 80 shaders together: 85 s against 8 s for eight rows), so they are kept for large attention (n >= 1024, SD's 64x64 and
-    /// 32x32 levels), where the time is won back at once. Workgroups are the largest power of two
+    /// d 80 shaders together: 85 s against 8 s for eight rows), so they are kept for large
+    /// attention (n >= 1024, SD's 64x64 and 32x32 levels), where the time is won back at once. Workgroups are the largest power of two
     /// of invocations (8 to 64: one SIMD batch to 1024 rows) that `n` fills, so padding rows
     /// (computed on a clamped row, never written) stay under half.
     pub fn tiling(self, n: usize, d: usize) -> Tiling {
@@ -145,23 +145,25 @@ fn init_block(rows: usize, d4: usize) -> String {
 /// 5-10% slower on lavapipe.
 pub const KEYS_PER_STEP: usize = 4;
 
+/// Indentation of the generated loop body.
+const PAD: &str = "            ";
+
 /// Four keys for every row: scores, online-softmax update, weighted sum of V. Both products run
 /// slice by slice over the head dim, each slice of the four K (or V) rows read from the tile once
 /// and used for every row while it is in registers: reading all four K rows first and then each
 /// row's dot products kept `4 * ceil(d/4)` K slices live, which spilled and ran 15% slower on
 /// lavapipe (d 80, 16 rows: 93 -> 79 ms).
 fn tile_block(rows: usize, d4: usize) -> String {
-    let pad = "            ";
     let mut out = String::new();
     for r in 0..rows {
-        out += &format!("{pad}var s{r} = vec4<f32>(0.0);\n");
+        out += &format!("{PAD}var s{r} = vec4<f32>(0.0);\n");
     }
     out += &by_slice("k", rows, d4, |r, c| format!("s{r} += vec4<f32>(dot(q{r}_{c}, k0), dot(q{r}_{c}, k1), dot(q{r}_{c}, k2), dot(q{r}_{c}, k3));"));
     for r in 0..rows {
-        out += &format!("{pad}s{r} = steer(s{r}, flags, taps{r}, b, t0 + t, t0 + count);\n");
-        out += &format!("{pad}let new{r} = max(max{r}, max(max(s{r}.x, s{r}.y), max(s{r}.z, s{r}.w)));\n");
-        out += &format!("{pad}let corr{r} = exp(max{r} - new{r});\n{pad}let p{r} = exp(s{r} - vec4<f32>(new{r}));\n");
-        out += &format!("{pad}sum{r} = sum{r} * corr{r} + (p{r}.x + p{r}.y) + (p{r}.z + p{r}.w);\n{pad}max{r} = new{r};\n");
+        out += &format!("{PAD}s{r} = steer(s{r}, flags, taps{r}, b, t0 + t, t0 + count);\n");
+        out += &format!("{PAD}let new{r} = max(max{r}, max(max(s{r}.x, s{r}.y), max(s{r}.z, s{r}.w)));\n");
+        out += &format!("{PAD}let corr{r} = exp(max{r} - new{r});\n{PAD}let p{r} = exp(s{r} - vec4<f32>(new{r}));\n");
+        out += &format!("{PAD}sum{r} = sum{r} * corr{r} + (p{r}.x + p{r}.y) + (p{r}.z + p{r}.w);\n{PAD}max{r} = new{r};\n");
     }
     out += &by_slice("v", rows, d4, |r, c| format!("a{r}_{c} = a{r}_{c} * corr{r} + (p{r}.x * v0 + p{r}.y * v1) + (p{r}.z * v2 + p{r}.w * v3);"));
     out
@@ -171,15 +173,14 @@ fn tile_block(rows: usize, d4: usize) -> String {
 /// "v": `k0`..`k3` from `k_tile`) and then runs `line(r, c)` for every row; one scope per slice, so
 /// its four values do not outlive their use.
 fn by_slice(tile: &str, rows: usize, d4: usize, line: impl Fn(usize, usize) -> String) -> String {
-    let pad = "            ";
     let mut out = String::new();
     for c in 0..d4 {
         let reads = (0..4).map(|i| format!("let {tile}{i} = {tile}_tile[o + {}u];", i * d4 + c)).collect::<Vec<_>>().join(" ");
-        out += &format!("{pad}{{\n{pad}{reads}\n");
+        out += &format!("{PAD}{{\n{PAD}{reads}\n");
         for r in 0..rows {
-            out += &format!("{pad}{}\n", line(r, c));
+            out += &format!("{PAD}{}\n", line(r, c));
         }
-        out += &format!("{pad}}}\n");
+        out += &format!("{PAD}}}\n");
     }
     out
 }

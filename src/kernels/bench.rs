@@ -78,8 +78,9 @@ pub struct Sizes {
 
 impl Sizes {
     /// SD-1.5's attention levels (64x64 latent), `full` for a GPU; else a set a CPU adapter
-    /// finishes in minutes, still with every SD-1.5 shape of seq >= 1024 (batch 1; 4096 x 4096 with one head, whose
-    /// 64 MiB score matrix fits a WebGPU storage binding (128 MiB by default; eight heads' 512 MiB do not). `builtin` adds that model's shapes.
+    /// finishes in minutes, still with every SD-1.5 shape of seq >= 1024 (batch 1). 4096 x 4096
+    /// runs with one head: its 64 MiB score matrix fits a WebGPU storage binding (128 MiB by
+    /// default), eight heads' 512 MiB do not. `builtin` adds that model's shapes.
     pub fn new(full: bool, builtin: Option<&UNetConfig>) -> Self {
         let a = |seq, keys, heads, dim| AttnShape { seq, keys, heads, dim };
         let mut attention = if full {
