@@ -214,3 +214,19 @@ fn routed_lessons_isolate_concepts_and_leave_plain_prompts_alone() {
     overlap[1].rank_rows = Some([rank / 2, rank + 1]);
     assert!(state::load(&mut learner(), &overlap, &blobs).unwrap_err().to_string().contains("another concept's"));
 }
+
+/// The unconditional anchor is for adapters that every prompt sees: a routed block only ever
+/// draws prompts naming its concept (guidance's empty pass included), so its lesson leaves the
+/// anchor out; a shared-adapter lesson keeps it.
+#[test]
+fn routed_lessons_leave_out_the_unconditional_anchor() {
+    let lesson = |method: Method, uncond: f32| {
+        let mut l = learner();
+        let options = LessonOptions { steps: 2, lr_lora: 1e-2, uncond, ..LessonOptions::default() };
+        let memory = MemoryOptions { keep: 1, candidates: 1, refresh: 1, steps: 1, guidance: 1.0 };
+        let report = l.lesson("one", &[picture(4, 4), picture(30, 20)], method, &options, &memory, &mut |_| {}).expect("lesson");
+        report.last_loss
+    };
+    assert_eq!(lesson(Method::Routed, 0.0), lesson(Method::Routed, 5.0), "a routed lesson ignores the anchor's weight");
+    assert_ne!(lesson(Method::Finetune, 0.0), lesson(Method::Finetune, 5.0), "a shared lesson adds the anchor");
+}
