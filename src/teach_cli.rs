@@ -56,9 +56,9 @@ pub struct TeachArgs {
     pub store: Option<PathBuf>,
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Lesson steps; default 500 for `routed` (about 105 s for the built-in model on two CPU
-    /// cores; README, "Lessons": 300 steps left the tee at 7/16 probes, 500 at 12/16), 150
-    /// for the shared-adapter methods.
+    /// Lesson steps; default 300 for `routed` (about 63 s for the built-in model on two CPU
+    /// cores; README, "Lessons": 500 identified less in the eight-concept run), 150 for the
+    /// shared-adapter methods.
     #[arg(long)]
     pub steps: Option<usize>,
     /// l2dm: one shared adapter, protected by replay and distillation (the paper); routed: one
@@ -198,7 +198,7 @@ pub fn teach(args: TeachArgs) -> Result<()> {
         .map(|(i, path)| Ok(Picture { image: read_picture(path, size, &learner.device)?, words: args.words.get(i).or(args.words.first()).cloned() }))
         .collect::<Result<Vec<_>>>()?;
     let method = args.method.method();
-    let steps = args.steps.unwrap_or(if method == Method::Routed { 500 } else { 150 });
+    let steps = args.steps.unwrap_or(if method == Method::Routed { 300 } else { 150 });
     if steps == 0 {
         return Err(Error::InvalidInput("--steps must be at least 1".into()));
     }
