@@ -198,7 +198,7 @@ pub fn teach(args: TeachArgs) -> Result<()> {
         .map(|(i, path)| Ok(Picture { image: read_picture(path, size, &learner.device)?, words: args.words.get(i).or(args.words.first()).cloned() }))
         .collect::<Result<Vec<_>>>()?;
     let method = args.method.method();
-    let steps = args.steps.unwrap_or(if method == Method::Routed { 300 } else { 150 });
+    let steps = args.steps.unwrap_or(if method == Method::Routed { 300 } else { LessonOptions::default().steps });
     if steps == 0 {
         return Err(Error::InvalidInput("--steps must be at least 1".into()));
     }

@@ -61,7 +61,8 @@ pub struct LessonOptions {
     /// Weight of the unconditional anchor: the adapted model's prediction for the empty prompt
     /// is held to the base model's, on the lesson's own noised latents. Guidance extrapolates
     /// from that prediction, so a lesson that moves it (every LoRA outside `attn2.to_k/to_v`
-    /// does) shifts colours and backgrounds of every image, concept or not.
+    /// does) shifts colours and backgrounds of every image, concept or not. Routed lessons leave
+    /// it out (`Method::uncond` in learner.rs).
     pub uncond: f32,
     pub protection: Protection,
     pub seed: u64,
