@@ -152,9 +152,11 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
             "routed" => (
                 Method::Routed,
                 vec![
-                    (name.to_string(), full),
+                    // Multi-concept prompts compose by region (src/lifelong/compose.rs), as
+                    // `generate --store` does; the artist's latent updates run on top.
+                    (name.to_string(), Generation { compose: true, ..full }),
+                    ("routed, composed w/o attend".to_string(), Generation { attend: false, bind: false, compose: true }),
                     ("routed w/o caa".to_string(), Generation { attend: false, bind: false, compose: false }),
-                    ("routed, composed".to_string(), Generation { compose: true, ..full }),
                 ],
             ),
             "no-tame" => (Method::L2dmNoTame, vec![("l2dm w/o tame".to_string(), full)]),

@@ -213,7 +213,8 @@ struct GenerateArgs {
     /// are never changed.
     #[arg(long, overrides_with = "no_attend")]
     attend: bool,
-    /// Turn the concept attention artist off.
+    /// Turn the concept attention artist off: no latent updates and, for two or more routed
+    /// concepts, no composition by region (their blocks are then summed over the whole image).
     #[arg(long, overrides_with = "attend")]
     no_attend: bool,
     #[command(flatten)]
@@ -257,8 +258,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let scheduler = args.scheduler.as_deref().map(str::parse::<SchedulerKind>).transpose()?;
     let backend = args.backend.map(BackendArg::backend);
     let (mut pipeline, backend) = open_pipeline(args.model.clone(), backend)?;
-    let (notes, tokens) = teach_cli::apply_store(&mut pipeline, args.store.clone(), args.model.clone(), &args.prompt)?;
-    for note in notes {
+    let applied = teach_cli::apply_store(&mut pipeline, args.store.clone(), args.model.clone(), &args.prompt)?;
+    let tokens = applied.tokens;
+    for note in applied.notes {
         eprintln!("{note}");
     }
     let device = pipeline.device.clone();
@@ -281,7 +283,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
     // 7/100 to 2/100 (README, Figures), so there it is opt-in with `--attend`.
     let concepts_in_prompt = tokens.iter().filter(|t| options.prompt.contains(t.as_str())).count();
     let attend = (args.attend || (concepts_in_prompt >= 2 && !args.no_attend)).then(|| args.tuning.options()).transpose()?;
-    let result = run_generation(&pipeline, &options, attend.as_ref(), &bar);
+    // `--no-attend` turns the whole artist off: for routed concepts the composition by region too.
+    let composer = applied.composer.filter(|_| !args.no_attend);
+    let result = run_generation(&pipeline, &options, attend.as_ref(), composer, &bar);
     let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let (generation, reports) = result?;
@@ -307,9 +311,11 @@ fn run_generation(
     pipeline: &Pipeline,
     options: &GenerateOptions,
     attend: Option<&AttendOptions>,
+    composer: Option<lifelong_diffusion::lifelong::compose::Composer>,
     bar: &ProgressBar,
 ) -> Result<(lifelong_diffusion::pipeline::Generation, Vec<lifelong_diffusion::lifelong::artist::StepReport>)> {
     let mut run = pipeline.start_with(options, attend)?;
+    run.set_composer(composer);
     while let Some(p) = run.step()? {
         bar.set_position(p.step as u64);
     }

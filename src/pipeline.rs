@@ -131,7 +131,7 @@ impl Pipeline {
         progress: &mut dyn FnMut(StepProgress),
     ) -> Result<Generation> {
         let mut run = self.start_with(options, attend)?;
-        run.composer = composer;
+        run.set_composer(composer);
         while let Some(step) = run.step()? {
             progress(step);
         }
@@ -231,7 +231,7 @@ impl Denoising<'_> {
         let input = self.scheduler.scale_model_input(input, i);
         let unet = &self.pipeline.model.unet;
         let out = match &self.composer {
-            Some(composer) => composer.predict(unet, input, t as f32, &self.context),
+            Some(composer) => composer.predict(input, t as f32, &self.context),
             None => unet.forward(input, t as f32, &self.context),
         };
         let guided = if self.cfg {
@@ -249,6 +249,12 @@ impl Denoising<'_> {
         self.latents = self.scheduler.step(guided, i, latents, noise)?;
         self.index += 1;
         Ok(Some(StepProgress { step: self.index, total: self.timesteps.len(), timestep: t, latents: &self.latents }))
+    }
+
+    /// Draws the remaining steps with `composer`'s noise prediction (routed concepts each in its
+    /// own region, src/lifelong/compose.rs); `None` goes back to the pipeline's model.
+    pub fn set_composer(&mut self, composer: Option<Composer>) {
+        self.composer = composer;
     }
 
     /// What the concept attention artist did, one report per step it ran (empty without it).

@@ -13,6 +13,7 @@ use lifelong_diffusion::lifelong::learner::{self, Learner, MemoryOptions, Method
 use lifelong_diffusion::lifelong::lesson::LessonOptions;
 use lifelong_diffusion::lifelong::state;
 use lifelong_diffusion::native::{self, Backend, Folder};
+use lifelong_diffusion::lifelong::compose::Composer;
 use lifelong_diffusion::native_store::{default_store_dir, FolderStore};
 use lifelong_diffusion::pipeline::Pipeline;
 use lifelong_diffusion::{loader, Error, Result};
@@ -269,30 +270,49 @@ pub fn concepts(command: ConceptsCommand) -> Result<()> {
     Ok(())
 }
 
+/// What [`apply_store`] installed: notes for the user, the concept tokens, and for a prompt that
+/// names two or more routed concepts their composition by region.
+#[derive(Default)]
+pub struct Applied {
+    pub notes: Vec<String>,
+    pub tokens: Vec<String>,
+    pub composer: Option<Composer>,
+}
+
 /// Installs the concepts of `store` (or of the user's default store, when it exists and belongs
 /// to this model) into `pipeline`, as `prompt` uses them (a routed store: the blocks of the
-/// concepts it names). Returns notes for the user and the installed concept tokens.
-pub fn apply_store(pipeline: &mut Pipeline, store: Option<PathBuf>, model: Option<PathBuf>, prompt: &str) -> Result<(Vec<String>, Vec<String>)> {
+/// concepts it names; with two or more named, their composition is planned too).
+pub fn apply_store(pipeline: &mut Pipeline, store: Option<PathBuf>, model: Option<PathBuf>, prompt: &str) -> Result<Applied> {
     let dir = model_dir(model)?;
     let explicit = store.is_some();
     let store_dir = match store {
         Some(d) => d,
         None => match default_store_dir() {
             Ok(d) if d.join("manifest.json").exists() => d,
-            _ => return Ok((Vec::new(), Vec::new())),
+            _ => return Ok(Applied::default()),
         },
     };
     let store = match FolderStore::open(&store_dir, &model_id(&dir)?) {
         Ok(s) => s,
-        Err(e) if !explicit => return Ok((vec![format!("note: not using the concept store {}: {e}", store_dir.display())], Vec::new())),
+        Err(e) if !explicit => return Ok(Applied { notes: vec![format!("note: not using the concept store {}: {e}", store_dir.display())], ..Applied::default() }),
         Err(e) => return Err(e),
     };
     if store.manifest().current.is_none() {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok(Applied::default());
     }
     let (entry, blobs) = store.load(None)?;
     let device = pipeline.device.clone();
-    state::install(&mut pipeline.model, &entry.concepts, &blobs, &device, prompt)?;
+    let mut composer = None;
+    if let Some(adapter) = state::stored_adapter(&mut pipeline.model, &entry.concepts, &blobs, &device)? {
+        let [_, h, w] = pipeline.latent_shape();
+        composer = Composer::plan(&adapter, &pipeline.model, prompt, [h, w])?;
+        state::install_for(&mut pipeline.model, &adapter, prompt)?;
+    }
     let tokens: Vec<String> = entry.concepts.iter().map(|c| c.token.clone()).collect();
-    Ok((vec![format!("concepts from {} (version {}): {}", store_dir.display(), entry.version, tokens.join(" "))], tokens))
+    let mut notes = vec![format!("concepts from {} (version {}): {}", store_dir.display(), entry.version, tokens.join(" "))];
+    if let Some(c) = &composer {
+        let parts: Vec<&str> = c.clauses.iter().map(|c| c.prompt.as_str()).collect();
+        notes.push(format!("composing by region: {}", parts.join(" | ")));
+    }
+    Ok(Applied { notes, tokens, composer })
 }

@@ -187,11 +187,25 @@ fn routed_lessons_isolate_concepts_and_leave_plain_prompts_alone() {
     let mut all = l.base.clone();
     state::install_for(&mut all, &l.adapter, both).expect("install");
     let context = l.adapter.frozen(&device).encode_ids(&l.base.text_encoder, &l.trainer.ids(&["", both]).unwrap(), &device).unwrap();
-    let composed = values(composer.predict(&all.unet, x.clone(), 500.0, &context));
-    let summed = values(all.unet.forward(x, 500.0, &context));
+    let composed = values(composer.predict(x.clone(), 500.0, &context));
+    let summed = values(all.unet.forward(x.clone(), 500.0, &context));
     assert_eq!(composed.len(), summed.len());
     assert!(composed.iter().all(|v| v.is_finite()));
-    eprintln!("composed vs summed blocks: {}", gap(&composed, &summed));
+    assert!(gap(&composed, &summed) > 1e-4, "each region draws with its own block, not the summed ones");
+    let prompts: Vec<&str> = composer.clauses.iter().map(|c| c.prompt.as_str()).collect();
+    assert_eq!(prompts, ["a large <one> in the center", "a large <two> in the center"]);
+    // Deep inside the left half the prediction is <one>'s block alone on its clause, on the
+    // latents rolled two columns right (its region's centre to the image's) and rolled back;
+    // inside the right half <two>'s, rolled the other way.
+    for (k, shift, columns) in [(0usize, 2isize, 0..2), (1, -2, 6..8)] {
+        let mut own = l.base.clone();
+        l.adapter.routed(&[k]).install(&mut own).expect("install");
+        let ctx = l.adapter.frozen(&device).encode_ids(&l.base.text_encoder, &l.trainer.ids(&["", prompts[k]]).unwrap(), &device).unwrap();
+        let alone = own.unet.forward(x.clone().roll_dim(shift, 3), 500.0, &ctx).roll_dim(-shift, 3);
+        let region = |t: Tensor<4>| values(t.narrow(3, columns.start, columns.len()));
+        let (a, b) = (region(composer.predict(x.clone(), 500.0, &context)), region(alone));
+        assert!(gap(&a, &b) < 1e-3, "region {k} is its concept's own prediction: {}", gap(&a, &b));
+    }
 
     // A shared-adapter lesson on a routed state would train every concept's block: refused.
     let refused = l.lesson("three", &[picture(4, 4)], Method::L2dm, &options, &memory, &mut |_| {});
