@@ -14,8 +14,10 @@
 //! concept's prediction, blended across a soft border. This is MultiDiffusion's fusion of
 //! region-wise predictions (Bar-Tal et al. 2023, eq. 5) with shifted views in place of crops, as
 //! Mix-of-Show's regionally controllable sampling does for separately taught concepts (Gu et al.
-//! 2023, sec. 3.3). Measured choices (README, "Lessons"): the shift, the size word and the border
-//! width each raised the two-concept rate on four taught concepts.
+//! 2023, sec. 3.3). The shift, the size word and the border width were chosen on four taught
+//! concepts (crescent, arrow, hourglass, chevron; 16-32 pairs each): place words alone, no size
+//! word, "small", hard borders and a wider border each composed fewer pairs (session note of
+//! 2026-11-27 on issue 5).
 
 use burn::prelude::*;
 
@@ -30,7 +32,8 @@ use crate::world::{Place, Relation, Size};
 pub struct Clause {
     /// The one-object prompt its concept draws with ("a large <moon> in the center").
     pub prompt: String,
-    /// The region's centre, `[x, y]` in `[0, 1]`: a latent cell belongs to the nearest centre.
+    /// The region's centre, `[x, y]` in `[0, 1]`: a latent cell belongs to the nearest centre,
+    /// softly near the borders ([`region_masks`]).
     pub center: [f32; 2],
 }
 
@@ -128,6 +131,7 @@ fn place_center(place: Place) -> [f32; 2] {
     }
 }
 
+/// Squared distance.
 fn distance(a: [f32; 2], b: [f32; 2]) -> f32 {
     (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)
 }

@@ -14,6 +14,7 @@ use super::error::WebError;
 use super::store::ConceptStore;
 use super::teach::memory_files;
 use crate::lifelong::adapter::Adapter;
+use crate::lifelong::compose::Composer;
 use crate::lifelong::state;
 use crate::loader::{self, LoadedModel};
 use crate::pipeline::{self, GenerateOptions, Pipeline};
@@ -141,8 +142,9 @@ impl Generator {
                 return Err(WebError::Busy("another generation is running").into());
             }
             let pipeline = this.route(&options.prompt).and_then(|()| this.pipeline.borrow().clone().ok_or(WebError::NoModel));
-            let result = match pipeline {
-                Ok(pipeline) => run(&pipeline, &options, &on_progress).await,
+            let planned = pipeline.and_then(|p| Ok((this.compose(&p, &options.prompt)?, p)));
+            let result = match planned {
+                Ok((composer, pipeline)) => run(&pipeline, &options, composer, &on_progress).await,
                 Err(e) => Err(e),
             };
             this.busy.set(false);
@@ -221,6 +223,16 @@ impl Generator {
         Ok(())
     }
 
+    /// With a routed store and a prompt naming two or more of its concepts, their composition by
+    /// region (src/lifelong/compose.rs), as the CLI's `generate --store` draws them.
+    fn compose(&self, pipeline: &Pipeline, prompt: &str) -> Result<Option<Composer>, WebError> {
+        let routed = self.routed.borrow();
+        let base = self.base.borrow();
+        let (Some((adapter, _)), Some(base)) = (routed.as_ref(), base.as_ref()) else { return Ok(None) };
+        let [_, h, w] = pipeline.latent_shape();
+        Composer::plan(adapter, base, prompt, [h, w]).map_err(WebError::Model)
+    }
+
     fn check_usable(&self) -> Result<(), WebError> {
         match self.lost.borrow().as_ref() {
             Some(why) => Err(WebError::DeviceLost(why.clone())),
@@ -230,9 +242,10 @@ impl Generator {
 }
 
 /// Steps the pipeline, awaiting a read-back after each step (the step's true GPU time and a preview).
-async fn run(pipeline: &Pipeline, options: &GenerateOptions, on_progress: &Function) -> Result<JsValue, WebError> {
+async fn run(pipeline: &Pipeline, options: &GenerateOptions, composer: Option<Composer>, on_progress: &Function) -> Result<JsValue, WebError> {
     let start = js_sys::Date::now();
     let mut run = pipeline.start(options)?;
+    run.set_composer(composer);
     let mut last = start;
     let mut steps_ms = 0.0;
     loop {
