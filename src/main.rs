@@ -285,6 +285,10 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let attend = (args.attend || (concepts_in_prompt >= 2 && !args.no_attend)).then(|| args.tuning.options()).transpose()?;
     // `--no-attend` turns the whole artist off: for routed concepts the composition by region too.
     let composer = applied.composer.filter(|_| !args.no_attend);
+    if let Some(c) = &composer {
+        let clauses: Vec<&str> = c.clauses.iter().map(|c| c.prompt.as_str()).collect();
+        eprintln!("composing by region: {}", clauses.join(" | "));
+    }
     let result = run_generation(&pipeline, &options, attend.as_ref(), composer, &bar);
     let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();

@@ -309,10 +309,6 @@ pub fn apply_store(pipeline: &mut Pipeline, store: Option<PathBuf>, model: Optio
         state::install_for(&mut pipeline.model, &adapter, prompt)?;
     }
     let tokens: Vec<String> = entry.concepts.iter().map(|c| c.token.clone()).collect();
-    let mut notes = vec![format!("concepts from {} (version {}): {}", store_dir.display(), entry.version, tokens.join(" "))];
-    if let Some(c) = &composer {
-        let parts: Vec<&str> = c.clauses.iter().map(|c| c.prompt.as_str()).collect();
-        notes.push(format!("composing by region: {}", parts.join(" | ")));
-    }
+    let notes = vec![format!("concepts from {} (version {}): {}", store_dir.display(), entry.version, tokens.join(" "))];
     Ok(Applied { notes, tokens, composer })
 }

@@ -97,8 +97,12 @@ fn a_lesson_lands_in_the_store_and_the_generator_uses_it() {
 }
 
 fn generate_prompt(store: &Path, prompt: &str, out: &Path) -> String {
+    generate_with(store, prompt, out, "--no-attend")
+}
+
+fn generate_with(store: &Path, prompt: &str, out: &Path, artist: &str) -> String {
     let mut cmd = bin();
-    cmd.args(["generate", "--prompt", prompt, "--model", &model(), "--steps", "2", "--backend", "cpu", "--no-attend"]);
+    cmd.args(["generate", "--prompt", prompt, "--model", &model(), "--steps", "2", "--backend", "cpu", artist]);
     cmd.args(["--out", out.to_str().unwrap(), "--store", store.to_str().unwrap()]);
     ok(cmd.output().unwrap())
 }
@@ -124,6 +128,14 @@ fn a_routed_store_uses_a_concept_only_where_the_prompt_names_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--method routed"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(concepts(&store, &["list"]).contains("v1 (current)"));
+
+    // Two routed concepts in one prompt are composed by region, unless the artist is off.
+    ok(teach(&store, "pet", &images, "2").args(["--method", "routed"]).output().unwrap());
+    let both = "a <toy> to the left of a <pet>";
+    let log = generate_with(&store, both, &dir.join("both.png"), "--attend");
+    assert!(log.contains("composing by region: a large <toy> in the center | a large <pet> in the center"), "{log}");
+    let log = generate_prompt(&store, both, &dir.join("summed.png"));
+    assert!(!log.contains("composing"), "--no-attend sums the blocks: {log}");
 }
 
 #[test]
