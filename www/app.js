@@ -98,6 +98,7 @@ async function generate() {
     });
     $('gen-text').textContent = `done: ${options.steps} steps, ${result.msPerStep.toFixed(0)} ms/step, ${(result.totalMs / 1000).toFixed(1)} s in all`;
     if (result.warnings.length) $('gen-text').textContent += ` (${result.warnings.join('; ')})`;
+    if (result.regions.length) $('gen-text').textContent += ` · composed by region: ${result.regions.join(' | ')}`;
     if (adapter) setStatus('ready', describeAdapter(adapter));
     addToGallery(result, options);
   } catch (e) {

@@ -48,7 +48,10 @@ export class WorkerClient {
     }
   }
 
-  /** Generates; resolves to `{ png: Blob, width, height, msPerStep, totalMs, warnings, attention }`. */
+  /**
+   * Generates; resolves to `{ png: Blob, width, height, msPerStep, totalMs, warnings, regions, attention }`
+   * (`regions`: for a prompt naming two or more routed concepts, the clause each region was drawn from).
+   */
   generate(options, onProgress) {
     // One generation at a time, in call order: the worker would refuse a second one as busy.
     return this.serial(async () => {

@@ -120,7 +120,8 @@ const handlers = {
     });
     return {
       png: new Blob([result.png], { type: 'image/png' }), width: result.width, height: result.height,
-      warnings: Array.from(result.warnings), msPerStep: result.msPerStep, totalMs: result.totalMs,
+      warnings: Array.from(result.warnings), regions: Array.from(result.regions || []),
+      msPerStep: result.msPerStep, totalMs: result.totalMs,
       attention: result.attention || null,
     };
   },

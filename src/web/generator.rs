@@ -129,7 +129,8 @@ impl Generator {
     /// Generates from `options_json` (`{ prompt, negative, steps, guidance, seed, scheduler }`).
     /// `on_progress({ step, total, timestep, msPerStep, preview, previewWidth, previewHeight })`
     /// is called after every step (`preview`: RGBA `Uint8ClampedArray` at latent resolution).
-    /// Resolves to `{ rgba, png, width, height, warnings, msPerStep, totalMs }`.
+    /// Resolves to `{ rgba, png, width, height, warnings, regions, msPerStep, totalMs }`
+    /// (`regions`: for two or more routed concepts, the clause each region was drawn from).
     pub fn generate(&self, options_json: String, on_progress: Function) -> js_sys::Promise {
         let this = self.handle();
         wasm_bindgen_futures::future_to_promise(async move {
@@ -244,6 +245,8 @@ impl Generator {
 /// Steps the pipeline, awaiting a read-back after each step (the step's true GPU time and a preview).
 async fn run(pipeline: &Pipeline, options: &GenerateOptions, composer: Option<Composer>, on_progress: &Function) -> Result<JsValue, WebError> {
     let start = js_sys::Date::now();
+    // The one-object clauses each region was drawn from (empty when nothing was composed).
+    let regions: js_sys::Array = composer.iter().flat_map(|c| c.clauses.iter()).map(|c| JsValue::from_str(&c.prompt)).collect();
     let mut run = pipeline.start(options)?;
     run.set_composer(composer);
     let mut last = start;
@@ -281,6 +284,7 @@ async fn run(pipeline: &Pipeline, options: &GenerateOptions, composer: Option<Co
         ("width", width.into()),
         ("height", height.into()),
         ("warnings", warnings.into()),
+        ("regions", regions.into()),
         ("msPerStep", (steps_ms / options.steps.max(1) as f64).into()),
         ("totalMs", (js_sys::Date::now() - start).into()),
     ]))

@@ -250,4 +250,16 @@ test('a routed lesson: `<name>` draws with its own block, plain prompts draw exa
   await page.click('#teach-start');
   await page.waitForFunction(() => /--method routed|routed/.test(document.getElementById('teach-text').textContent) && /Error/.test(document.getElementById('teach-text').textContent), null, { timeout: 300_000 });
   assert.deepEqual((await list()).concepts.map((c) => c.token), ['<ldroute>']);
+  // A second routed concept: a prompt naming both is composed by region on WebGPU, as the CLI does.
+  await page.setInputFiles('#teach-files', await pictures());
+  await page.fill('#teach-name', 'ldpair');
+  await page.selectOption('#teach-method', 'routed');
+  await page.click('#teach-start');
+  await page.waitForSelector('#concepts li[data-name="ldpair"] img[src^="data:image/png"]', { timeout: 600_000 });
+  const regions = await page.evaluate(async (options) => {
+    const r = await window.ldApp.client.generate(options);
+    return { regions: r.regions, bytes: r.png.size };
+  }, { ...GEN, prompt: 'a <ldroute> above a <ldpair>' });
+  assert.deepEqual(regions.regions, ['a large <ldroute> in the center', 'a large <ldpair> in the center']);
+  assert.ok(regions.bytes > 0);
 });
