@@ -78,16 +78,7 @@ impl Pipeline {
 
     /// Text -> `last_hidden_state` `[1, 77, d]`; notes truncation in `warnings`.
     pub fn encode_prompt(&self, text: &str, warnings: &mut Vec<String>) -> Result<Tensor<3>> {
-        let encoded = self.model.tokenizer.encode(text)?;
-        if encoded.truncated {
-            warnings.push(format!(
-                "the prompt is longer than the model's {} tokens and was truncated",
-                self.model.tokenizer.context_length()
-            ));
-        }
-        let n = encoded.ids.len();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(encoded.ids, [1, n]), &self.device);
-        Ok(self.model.text_encoder.forward(ids))
+        encode_text(&self.model, text, &self.device, warnings)
     }
 
     fn initial_latents(&self, options: &GenerateOptions, rng: &mut Rng) -> Result<Tensor<4>> {
@@ -290,6 +281,18 @@ impl Denoising<'_> {
         let image = self.pipeline.decode(self.latents.clone());
         Generation { latents: self.latents, image, warnings: self.warnings }
     }
+}
+
+/// [`Pipeline::encode_prompt`] for any loaded model (a routed concept's own model composes its
+/// clause with it): text -> `last_hidden_state` `[1, 77, d]` on `device`; notes truncation.
+pub fn encode_text(model: &LoadedModel, text: &str, device: &Device, warnings: &mut Vec<String>) -> Result<Tensor<3>> {
+    let encoded = model.tokenizer.encode(text)?;
+    if encoded.truncated {
+        warnings.push(format!("the prompt is longer than the model's {} tokens and was truncated", model.tokenizer.context_length()));
+    }
+    let n = encoded.ids.len();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(encoded.ids, [1, n]), device);
+    Ok(model.text_encoder.forward(ids))
 }
 
 /// [`Pipeline::encode`] for any loaded model (lessons encode on their autodiff device).

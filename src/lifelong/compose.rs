@@ -25,6 +25,7 @@ use super::adapter::Adapter;
 use crate::error::Result;
 use crate::loader::LoadedModel;
 use crate::model::unet::UNet2DConditionModel;
+use crate::pipeline::encode_text;
 use crate::world::{Place, Relation, Size};
 
 /// One concept's share of a prompt: the text that describes it, and where it goes.
@@ -75,14 +76,13 @@ pub fn layout(prompt: &str, tokens: &[&str]) -> Option<Vec<Clause>> {
 /// background for the whole image, in the form the world's one-object captions use.
 fn scene_background(prompt: &str) -> (String, Option<String>) {
     let words: Vec<&str> = prompt.split_whitespace().collect();
-    let article = |w: &str| w == "a" || w == "an";
     for i in 2..words.len() {
         if words[i] != "background" {
             continue;
         }
-        let (from, to) = if i >= 3 && words[i - 3] == "on" && article(words[i - 2]) {
+        let (from, to) = if i >= 3 && words[i - 3] == "on" && is_article(words[i - 2]) {
             (i - 3, i + 1)
-        } else if article(words[i - 2]) && words.get(i + 1) == Some(&"with") {
+        } else if is_article(words[i - 2]) && words.get(i + 1) == Some(&"with") {
             (i - 2, i + 2)
         } else {
             continue;
@@ -92,6 +92,10 @@ fn scene_background(prompt: &str) -> (String, Option<String>) {
         return (rest.join(" "), Some(phrase));
     }
     (words.join(" "), None)
+}
+
+fn is_article(word: &str) -> bool {
+    word == "a" || word == "an"
 }
 
 /// Where the gap between two concept tokens splits: `(end of the first clause, start of the
@@ -173,7 +177,7 @@ fn one_object(text: &str, regions: usize) -> String {
     if regions == 2 && !sized {
         // After the clause's first article ("next to a large <b>"), else in front.
         let mut words: Vec<&str> = text.split_whitespace().collect();
-        let at = words.iter().position(|w| *w == "a" || *w == "an").map_or(0, |i| i + 1);
+        let at = words.iter().position(|w| is_article(w)).map_or(0, |i| i + 1);
         if at > 0 {
             words[at - 1] = "a";
         }
@@ -249,10 +253,9 @@ impl Composer {
         for (k, (&c, clause)) in present.iter().zip(&clauses).enumerate() {
             let mut model = base.clone();
             adapter.routed(&[c]).install(&mut model)?;
-            let encoded = model.tokenizer.encode(&clause.prompt)?;
-            let n = encoded.ids.len();
-            let ids = Tensor::<2, Int>::from_data(TensorData::new(encoded.ids, [1, n]), &device);
-            let cond = model.text_encoder.forward(ids);
+            // A clause is no longer than the prompt it came from plus a few words; the prompt's
+            // own encoding already warns when it is truncated.
+            let cond = encode_text(&model, &clause.prompt, &device, &mut Vec::new())?;
             let shift = shift_to_center(clause.center, latent);
             parts.push(Part { unet: model.unet, cond, mask: masks.clone().narrow(0, k, 1), shift });
         }
