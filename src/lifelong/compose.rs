@@ -54,7 +54,8 @@ pub fn layout(prompt: &str, tokens: &[&str]) -> Option<Vec<Clause>> {
     for pair in found.windows(2) {
         let (first, second) = (pair[0], pair[1]);
         let gap_start = first.0 + tokens[first.1].len();
-        let gap = &prompt[gap_start..second.0];
+        // Tokens never overlap (`<name>` forms); should two, no layout rather than a panic.
+        let gap = prompt.get(gap_start..second.0)?;
         let (cut, resume, relation) = boundary(gap);
         texts.push(prompt[start..gap_start + cut].trim().to_string());
         relations.push(relation);
