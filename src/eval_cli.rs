@@ -94,6 +94,16 @@ pub struct EvalLifelongArgs {
     pub lr_lora: f64,
     #[arg(long, default_value_t = 1e-2)]
     pub lr_token: f64,
+    /// The learning rates' share at a lesson's last step (half-cosine decay; 1 keeps them constant).
+    #[arg(long, default_value_t = LessonOptions::default().lr_end)]
+    pub lr_end: f64,
+    /// Extra weight of the object's latent positions in a lesson's loss (0: none).
+    #[arg(long, default_value_t = LessonOptions::default().object_weight)]
+    pub object_weight: f32,
+    /// Candidate states a routed or merged lesson keeps along its second half, the one whose
+    /// samples best match the pictures kept (1: the last state).
+    #[arg(long, default_value_t = LessonOptions::default().candidates)]
+    pub candidates: usize,
     /// ECD's base distillation weight lambda_0 and elasticity kappa, and TAME's replay weight mu.
     #[arg(long, default_value_t = LessonOptions::default().distill)]
     pub distill: f32,
@@ -120,7 +130,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         concepts: args.concepts,
         names: args.names.clone(),
         images: args.images,
-        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, uncond: args.uncond, distill: args.distill, kappa: args.kappa, mu: args.mu, ..LessonOptions::default() },
+        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, lr_end: args.lr_end, object_weight: args.object_weight, candidates: args.candidates, uncond: args.uncond, distill: args.distill, kappa: args.kappa, mu: args.mu, ..LessonOptions::default() },
         memory: MemoryOptions::default(),
         probes: args.probes,
         pairs: args.pairs,
@@ -155,6 +165,8 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
                     // Multi-concept prompts compose by region (src/lifelong/compose.rs), as
                     // `generate --store` does; the artist's latent updates run on top.
                     (name.to_string(), Generation { compose: true, ..full }),
+                    // OA's generation-time edit (binding attribute words to their noun) off, the rest on.
+                    ("routed w/o oa".to_string(), Generation { bind: false, compose: true, ..full }),
                     ("routed, composed w/o attend".to_string(), Generation { attend: false, bind: false, compose: true }),
                     ("routed w/o caa".to_string(), Generation { attend: false, bind: false, compose: false }),
                 ],

@@ -244,3 +244,30 @@ fn routed_lessons_leave_out_the_unconditional_anchor() {
     assert_eq!(lesson(Method::Routed, 0.0), lesson(Method::Routed, 5.0), "a routed lesson ignores the anchor's weight");
     assert_ne!(lesson(Method::Finetune, 0.0), lesson(Method::Finetune, 5.0), "a shared lesson adds the anchor");
 }
+
+#[test]
+fn a_routed_lesson_keeps_the_candidate_its_self_check_scores_best() {
+    let mut l = learner();
+    let options = LessonOptions { steps: 6, lr_lora: 1e-2, candidates: 3, ..LessonOptions::default() };
+    let memory = MemoryOptions { keep: 1, candidates: 1, refresh: 1, steps: 2, guidance: 1.0 };
+    // A second concept: its candidates are drawn with the first one's token already taken.
+    let first = LessonOptions { steps: 2, candidates: 1, ..options.clone() };
+    l.lesson("zero", &[picture(40, 40)], Method::Routed, &first, &memory, &mut |_| {}).expect("first lesson");
+    let report = l.lesson("one", &[picture(4, 4), picture(30, 20)], Method::Routed, &options, &memory, &mut |_| {}).expect("lesson");
+    let steps: Vec<usize> = report.scores.iter().map(|s| s.0).collect();
+    assert_eq!(steps, [3, 4, 6], "candidates over the second half, the last step included");
+    let best = report.scores.iter().map(|s| s.1).fold(f32::MIN, f32::max);
+    let kept = report.scores.iter().rev().find(|s| s.1 == best).expect("a best score").0;
+    assert_eq!(report.kept_step, kept, "the best-scoring candidate (the later one on a tie): {:?}", report.scores);
+    let (_, params) = report.candidates.iter().find(|c| c.0 == kept).expect("the kept candidate");
+    // The second block is the merged adapter's last `rank` rows of each projection.
+    let rank = AdapterConfig::default().rank;
+    let held = l.adapter.routed(&[1]);
+    let n = held.down.len();
+    let got: Vec<Vec<f32>> = held.down.iter().map(|d| values(d.clone().narrow(1, rank, rank))).collect();
+    let want: Vec<Vec<f32>> = params[..n].iter().cloned().map(values).collect();
+    assert_eq!(got, want, "the learner holds the kept candidate's state");
+    let plain = LessonOptions { candidates: 1, ..options };
+    let report = learner().lesson("one", &[picture(4, 4)], Method::Routed, &plain, &memory, &mut |_| {}).expect("lesson");
+    assert!(report.scores.is_empty() && report.kept_step == 6, "one candidate: the last state, no self-check");
+}

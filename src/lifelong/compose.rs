@@ -222,6 +222,7 @@ fn shift_to_center(center: [f32; 2], latent: [usize; 2]) -> [isize; 2] {
 
 /// One concept's part: the UNet with only its block, its clause's text encoding, its region's
 /// weights, and the roll that centres its region.
+#[derive(Clone)]
 struct Part {
     unet: UNet2DConditionModel,
     cond: Tensor<3>,
@@ -229,7 +230,9 @@ struct Part {
     shift: [isize; 2],
 }
 
-/// One generation's composition.
+/// One generation's composition. Cloning shares the parts' weights (a page that draws the same
+/// prompt again reuses its plan instead of merging the blocks anew).
+#[derive(Clone)]
 pub struct Composer {
     parts: Vec<Part>,
     /// The clauses, in the order of the concepts' indices in the adapter (for reports and tests).

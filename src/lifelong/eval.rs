@@ -282,7 +282,17 @@ pub fn run_method(
         let report = learner.lesson(concept.name, &pictures, method, &lesson, &options.memory, &mut |_| {})?;
         seconds.push(started.elapsed().as_secs_f32());
         let rate = identify_rate(&Drawer::of(&learner, method)?, concept, &all, options, 100 * k as u64, &mut Vec::new())?;
-        progress(format!("{method:?} lesson {} <{}>: loss {:.4} -> {:.4}, {:.0} s, identified {:.0}%", k + 1, concept.name, report.first_loss, report.last_loss, seconds[k], 100.0 * rate));
+        progress(format!(
+            "{method:?} lesson {} <{}>: loss {:.4} -> {:.4}, kept step {} {:?}, {:.0} s, identified {:.0}%",
+            k + 1,
+            concept.name,
+            report.first_loss,
+            report.last_loss,
+            report.kept_step,
+            report.scores.iter().map(|(step, score)| format!("{step}: {score:.3}")).collect::<Vec<_>>(),
+            seconds[k],
+            100.0 * rate
+        ));
         after.push(rate);
     }
     let drawer = Drawer::of(&learner, method)?;

@@ -7,12 +7,13 @@ use burn::prelude::*;
 use super::adapter::{Adapter, AdapterConfig};
 use super::lesson::{teach, Example, LessonOptions, LessonProgress, LessonReport, Protection, Replay, Trainer};
 use super::protect::accumulate_fisher;
+use super::selfcheck::{best_candidate, signature, SampleOptions, Signature};
 use super::memory::{bank_score, features, Memory, MemoryItem};
 use super::store::{concept_token, validate_concept_name};
 use crate::error::{Error, Result};
 use crate::world::{prompt_at, SceneKind, Split};
 use crate::loader::LoadedModel;
-use crate::pipeline::{encode_latents, GenerateOptions, Pipeline};
+use crate::pipeline::{encode_latents, image_to_rgb8, GenerateOptions, Pipeline};
 
 /// How a lesson protects what was learned before: L2DM and its ablations, and the baselines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -112,6 +113,12 @@ pub fn base_prompts(world: bool, n: usize) -> Vec<String> {
     }
 }
 
+/// What a lesson's candidate states are checked against (src/lifelong/selfcheck.rs).
+struct SelfCheck {
+    taught: Vec<Signature>,
+    sample: SampleOptions,
+}
+
 /// Base model (for generation, on a plain device), trainer (same model on an autodiff device),
 /// the adapter and the memories.
 pub struct Learner {
@@ -174,7 +181,8 @@ impl Learner {
         let init = self.init_embedding();
         let options = LessonOptions { protection: method.protection(), uncond: method.uncond(options.uncond), ..options.clone() };
         let report = if matches!(method, Method::LoraMerge | Method::Routed) {
-            self.lesson_merged(name, &token, token_id, init, &new, &options, method == Method::Routed, progress)?
+            let check = SelfCheck { taught: self.signatures(pictures)?, sample: SampleOptions { steps: memory.steps, guidance: memory.guidance, seed: options.seed ^ 0xC4EC } };
+            self.lesson_merged(name, &token, token_id, init, &new, &options, method == Method::Routed, &check, progress)?
         } else {
             self.adapter.add_concept(name, &token, token_id, init)?;
             let mut student = self.adapter.trainable(&self.trainer.device);
@@ -219,6 +227,7 @@ impl Learner {
         new: &[Example],
         options: &LessonOptions,
         route: bool,
+        check: &SelfCheck,
         progress: &mut dyn FnMut(LessonProgress),
     ) -> Result<LessonReport> {
         let ad = self.trainer.device.clone();
@@ -227,7 +236,20 @@ impl Learner {
         let block = AdapterConfig { targets: self.adapter.config.targets.clone(), ..self.block.clone() };
         let mut fresh = Adapter::new(&mut self.trainer.model.unet, block, options.seed, &ad)?;
         fresh.add_concept(name, token, token_id, init)?;
-        let report = teach(&self.trainer, &mut fresh, None, new, &[], options, progress)?;
+        let mut report = teach(&self.trainer, &mut fresh, None, new, &[], options, progress)?;
+        if report.candidates.len() > 1 && !check.taught.is_empty() {
+            let prompts: Vec<String> = new.iter().map(|e| e.prompt.clone()).collect();
+            // The base model with the trainer's tokenizer: the earlier concepts' tokens keep
+            // their ids, so the new one installs at the id it was trained with.
+            let mut base = self.base.clone();
+            base.tokenizer = self.trainer.model.tokenizer.clone();
+            let (step, scores) = best_candidate(&base, &self.device, &fresh, &report.candidates, &prompts, &check.taught, &check.sample)?;
+            if let Some((_, params)) = report.candidates.iter().find(|c| c.0 == step) {
+                fresh.set_params(params.clone());
+                report.kept_step = step;
+            }
+            report.scores = report.candidates.iter().map(|c| c.0).zip(scores).collect();
+        }
         let old = self.adapter.frozen(&ad);
         let fresh = fresh.frozen(&ad);
         if old.concepts.is_empty() {
@@ -270,6 +292,17 @@ impl Learner {
                 Ok(Example { latents, prompt: picture_prompt(token, p.words.as_deref()) })
             })
             .collect()
+    }
+
+    /// The teaching pictures' subjects, for the lesson's self-check (pictures where nothing
+    /// stands out from the border are left out).
+    fn signatures(&self, pictures: &[Picture]) -> Result<Vec<Signature>> {
+        let mut out = Vec::with_capacity(pictures.len());
+        for p in pictures {
+            let [_, _, h, w] = p.image.dims();
+            out.extend(signature(&image_to_rgb8(&p.image)?, w, h));
+        }
+        Ok(out)
     }
 
     fn replay(&self) -> Vec<Replay> {

@@ -53,6 +53,17 @@ pub struct LessonOptions {
     pub batch: usize,
     pub lr_lora: f64,
     pub lr_token: f64,
+    /// Learning rate at the last step as a share of the first: the rates fall from their
+    /// values above along a half cosine to this share (1 keeps them constant).
+    pub lr_end: f64,
+    /// Extra weight of the object's latent positions in the new concept's denoising loss
+    /// (`memory::object_mask`; 0: every position alike). The object covers a few percent of a
+    /// picture, so an unweighted loss spends most of a lesson on its background.
+    pub object_weight: f32,
+    /// Candidate states kept along the lesson's second half (its last step included), among which
+    /// a routed or merged lesson keeps the one whose samples best match the pictures
+    /// (src/lifelong/selfcheck.rs); 0 or 1 keeps the last state.
+    pub candidates: usize,
     pub mu: f32,
     /// Base distillation weight `lambda_0`.
     pub distill: f32,
@@ -75,6 +86,9 @@ impl Default for LessonOptions {
             batch: 4,
             lr_lora: 3e-3,
             lr_token: 1e-2,
+            lr_end: 1.0,
+            object_weight: 0.0,
+            candidates: 1,
             // Replaying memory against the noise (mu 1) pulled plain prompts from 50% to 12.5%
             // right (its samples carry guidance's overshoot, which training on them amplifies);
             // distillation toward the teacher keeps them without that (README, "Lessons").
@@ -105,6 +119,25 @@ pub struct LessonReport {
     pub last_loss: f32,
     /// Final elastic weights per concept index (ECD).
     pub elastic: Vec<(usize, f32)>,
+    /// The states kept at `LessonOptions::candidates` steps (step, [`Adapter::params`]), the
+    /// last step's last; empty when only the last state counts.
+    pub candidates: Vec<(usize, Vec<Tensor<2>>)>,
+    /// The step whose state the lesson kept (the last unless a self-check chose another).
+    pub kept_step: usize,
+    /// The self-check's score of each candidate (step, score in [0, 1]), when it ran.
+    pub scores: Vec<(usize, f32)>,
+}
+
+/// The steps (1-based) at which a lesson of `steps` keeps one of `candidates` states: spread
+/// evenly over its second half, ending at the last step.
+pub fn candidate_steps(steps: usize, candidates: usize) -> Vec<usize> {
+    if candidates < 2 || steps < 2 {
+        return Vec::new();
+    }
+    let first = steps.div_ceil(2);
+    let mut out: Vec<usize> = (0..candidates).map(|i| first + i * (steps - first) / (candidates - 1)).collect();
+    out.dedup();
+    out
 }
 
 /// The frozen base model on an autodiff device and its training noise schedule.
@@ -202,6 +235,8 @@ pub fn teach(
     let anchor = (options.protection.ewc > 0.0).then(|| adapter.frozen(&trainer.device).params());
     let mut elastic = Elastic::default();
     let (mut first, mut last) = (f32::NAN, f32::NAN);
+    let keep_at = candidate_steps(options.steps, options.candidates);
+    let mut candidates = Vec::with_capacity(keep_at.len());
     for step in 1..=options.steps {
         let (loss, distill) = step_loss(trainer, adapter, teacher, new, replay, options, &mut elastic, [&mut rng, &mut replay_rng])?;
         let loss = if options.protection.oa > 0.0 && adapter.concepts.len() > 1 {
@@ -220,15 +255,25 @@ pub fn teach(
         let grads = loss.backward();
         let g: Vec<Option<Tensor<2>>> = adapter.params().iter().map(|p| p.grad(&grads)).collect();
         let mut params = adapter.params();
-        adam.step(&mut params, g, &lrs);
+        let decay = lr_factor(step, options.steps, options.lr_end);
+        adam.step(&mut params, g, &lrs.iter().map(|lr| lr * decay).collect::<Vec<_>>());
         adapter.set_params(params);
         if step == 1 {
             first = value;
         }
         last = value;
+        if keep_at.contains(&step) {
+            candidates.push((step, adapter.params()));
+        }
         progress(LessonProgress { step, total: options.steps, loss: value, distill });
     }
-    Ok(LessonReport { steps: options.steps, first_loss: first, last_loss: last, elastic: elastic.weights(options) })
+    Ok(LessonReport { steps: options.steps, first_loss: first, last_loss: last, elastic: elastic.weights(options), candidates, kept_step: options.steps, scores: Vec::new() })
+}
+
+/// The learning rate's share at `step` (1-based) of `steps`: a half cosine from 1 to `end`.
+pub fn lr_factor(step: usize, steps: usize, end: f64) -> f64 {
+    let progress = if steps > 1 { (step - 1) as f64 / (steps - 1) as f64 } else { 0.0 };
+    end + (1.0 - end) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -263,7 +308,12 @@ fn step_loss(
     let pred = trainer.predict(adapter, x_t.clone(), &t, &ids)?;
     let per = mse_per_example(pred.clone(), target.clone());
     let (nf, no) = (fresh.len(), old.len());
-    let mut loss = per.clone().narrow(0, 0, nf).mean();
+    let mut loss = if options.object_weight > 0.0 {
+        let weights = object_weights(&fresh, options.object_weight, &trainer.device)?;
+        weighted_mse(pred.clone().narrow(0, 0, nf), target.clone().narrow(0, 0, nf), weights)
+    } else {
+        per.clone().narrow(0, 0, nf).mean()
+    };
     if no > 0 && options.protection.replay {
         loss = loss + per.clone().narrow(0, nf, no).mean().mul_scalar(options.mu);
     }
@@ -284,6 +334,23 @@ fn step_loss(
         loss = loss + unconditional_anchor(trainer, adapter, x_t.narrow(0, 0, nf.min(2)), &t[..nf.min(2)])?.mul_scalar(options.uncond);
     }
     Ok((loss, distill_value))
+}
+
+/// Per-position loss weights `[n, 1, h, w]` of the new examples: `1 + extra` on the object, 1
+/// elsewhere, scaled to mean 1 per example so the loss keeps its size against the other terms.
+fn object_weights(examples: &[&Example], extra: f32, device: &Device) -> Result<Tensor<4>> {
+    let [_, _, h, w] = examples[0].latents.dims();
+    let mut all = Vec::with_capacity(examples.len() * h * w);
+    for e in examples {
+        let raw: Vec<f32> = super::memory::object_mask(&e.latents)?.iter().map(|m| 1.0 + extra * m).collect();
+        let mean = raw.iter().sum::<f32>() / raw.len() as f32;
+        all.extend(raw.iter().map(|v| v / mean));
+    }
+    Ok(Tensor::from_data(TensorData::new(all, [examples.len(), 1, h, w]), device))
+}
+
+fn weighted_mse(a: Tensor<4>, b: Tensor<4>, weights: Tensor<4>) -> Tensor<1> {
+    ((a - b).square() * weights).mean()
 }
 
 /// ECD's targets for the replayed rows: the previous state's predictions for the first
@@ -312,4 +379,29 @@ fn unconditional_anchor(trainer: &Trainer, adapter: &Adapter, x_t: Tensor<4>, t:
     let student = trainer.predict(adapter, x_t.clone(), t, &ids)?;
     let base = trainer.predict_base(adapter, x_t, t, &ids)?;
     Ok(mse_per_example(student, base).mean())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lr_factor;
+
+    #[test]
+    fn candidates_spread_over_the_second_half() {
+        use super::candidate_steps;
+        assert_eq!(candidate_steps(300, 4), [150, 200, 250, 300]);
+        assert_eq!(candidate_steps(301, 3), [151, 226, 301]);
+        assert_eq!(candidate_steps(3, 4), [2, 3], "never the same step twice");
+        assert!(candidate_steps(300, 1).is_empty() && candidate_steps(300, 0).is_empty());
+    }
+
+    #[test]
+    fn learning_rate_falls_from_one_to_its_end_share() {
+        assert_eq!(lr_factor(1, 300, 0.05), 1.0);
+        assert!((lr_factor(300, 300, 0.05) - 0.05).abs() < 1e-12);
+        assert!((lr_factor(150, 299, 0.0) - 0.5).abs() < 1e-12, "half-way is half the rate");
+        let rates: Vec<f64> = (1..=300).map(|s| lr_factor(s, 300, 0.05)).collect();
+        assert!(rates.windows(2).all(|w| w[1] <= w[0]), "never rises");
+        assert!((1..=10).all(|s| lr_factor(s, 10, 1.0) == 1.0), "end share 1 keeps the rate");
+        assert_eq!(lr_factor(1, 1, 0.05), 1.0, "a one-step lesson runs at the full rate");
+    }
 }

@@ -65,6 +65,38 @@ pub fn features(latents: &Tensor<4>) -> Result<Vec<f32>> {
     Ok(out)
 }
 
+/// Share of the largest distance from the median latent above which a position is "the object".
+const OBJECT_THRESHOLD: f32 = 0.15;
+
+/// Where the object is in `latents` `[1, c, h, w]`: 1 at positions whose latent vector lies
+/// farther than `OBJECT_THRESHOLD` of the largest distance from the median one (the background),
+/// and at their eight neighbours (soft edges), 0 elsewhere; `h * w` values, row-major.
+pub fn object_mask(latents: &Tensor<4>) -> Result<Vec<f32>> {
+    let [_, c, h, w] = latents.dims();
+    let values: Vec<f32> = latents.to_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("latents: {e:?}")))?;
+    let n = h * w;
+    if values.len() < c * n || n == 0 {
+        return Err(Error::InvalidInput("an object mask needs latents [1, c, h, w]".into()));
+    }
+    let median: Vec<f32> = (0..c)
+        .map(|ch| {
+            let mut v = values[ch * n..(ch + 1) * n].to_vec();
+            v.sort_by(f32::total_cmp);
+            v[n / 2]
+        })
+        .collect();
+    let dist: Vec<f32> = (0..n).map(|p| (0..c).map(|ch| (values[ch * n + p] - median[ch]).powi(2)).sum::<f32>().sqrt()).collect();
+    let cut = OBJECT_THRESHOLD * dist.iter().copied().fold(0.0, f32::max);
+    let core = |y: i64, x: i64| y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w && dist[y as usize * w + x as usize] > cut;
+    Ok((0..n)
+        .map(|p| {
+            let (y, x) = ((p / w) as i64, (p % w) as i64);
+            let near = (-1..=1).any(|dy| (-1..=1).any(|dx| core(y + dy, x + dx)));
+            if near && cut > 0.0 { 1.0 } else { 0.0 }
+        })
+        .collect())
+}
+
 /// Similarity of `f` to the bank: the best cosine similarity to any bank row (-1 for an empty bank).
 pub fn bank_score(f: &[f32], bank: &[Vec<f32>]) -> f32 {
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-8);
@@ -157,6 +189,27 @@ mod tests {
         let other = features(&blob_latents(40, -3.0)).unwrap();
         assert!(bank_score(&a, std::slice::from_ref(&b)) > 0.999, "{a:?} vs {b:?}");
         assert!(bank_score(&other, std::slice::from_ref(&a)) < bank_score(&b, &[a]));
+    }
+
+    #[test]
+    fn object_mask_covers_the_blob_and_its_rim() {
+        // A 3 x 3 blob at rows 1-3, columns 1-3 of an 8 x 8 grid (positions 9..18 in row-major
+        // order hold 9 values, so place it explicitly).
+        let mut v = vec![0.1f32; 4 * 64];
+        for ch in 0..4 {
+            for y in 1..4 {
+                for x in 1..4 {
+                    v[ch * 64 + y * 8 + x] = 2.0;
+                }
+            }
+        }
+        let mask = object_mask(&Tensor::from_data(TensorData::new(v, [1, 4, 8, 8]), &Device::flex())).unwrap();
+        let at = |y: usize, x: usize| mask[y * 8 + x];
+        assert_eq!((at(2, 2), at(0, 0), at(4, 4), at(4, 2)), (1.0, 1.0, 1.0, 1.0), "blob and its eight-neighbour rim");
+        assert_eq!((at(5, 5), at(2, 5), at(7, 7)), (0.0, 0.0, 0.0), "background beyond the rim");
+        assert_eq!(mask.iter().sum::<f32>(), 25.0);
+        let flat = object_mask(&Tensor::from_data(TensorData::new(vec![0.3f32; 4 * 64], [1, 4, 8, 8]), &Device::flex())).unwrap();
+        assert!(flat.iter().all(|&m| m == 0.0), "a picture without an object has no object positions");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod lesson;
 pub mod learner;
 pub mod memory;
 pub mod protect;
+pub mod selfcheck;
 pub mod state;
 pub mod images;
 #[cfg(not(target_arch = "wasm32"))]

@@ -86,6 +86,10 @@ pub struct Generator {
     /// A routed store's adapter (on the CPU) and the concepts the current pipeline has installed:
     /// each prompt generates with the blocks of the concepts it names.
     routed: Rc<RefCell<Option<(Adapter, Vec<usize>)>>>,
+    /// The last composition planned and its prompt: drawing the same prompt again (a new seed,
+    /// more steps) reuses it rather than merging each concept's block into a copy of the UNet
+    /// again. Cleared with the model or the concepts it was planned on.
+    composed: Rc<RefCell<Option<(String, Composer)>>>,
     busy: Rc<Cell<bool>>,
     lost: Rc<RefCell<Option<String>>>,
 }
@@ -103,7 +107,7 @@ impl Generator {
             return Err(WebError::NoWebGpu("navigator.gpu is missing".into()).into());
         }
         let device = Device::wgpu_options().init_async().await.map_err(|e| WebError::NoWebGpu(e.to_string()))?;
-        Ok(Generator { device, base: Rc::default(), pipeline: Rc::default(), routed: Rc::default(), busy: Rc::default(), lost: Rc::default() })
+        Ok(Generator { device, base: Rc::default(), pipeline: Rc::default(), routed: Rc::default(), composed: Rc::default(), busy: Rc::default(), lost: Rc::default() })
     }
 
     /// Loads a diffusers pipeline from `files` (a `Map` of relative path -> `Uint8Array`, e.g.
@@ -117,6 +121,7 @@ impl Generator {
         // Drop the old model first: two models at once may not fit the adapter's memory.
         self.pipeline.replace(None);
         self.routed.replace(None);
+        self.composed.replace(None);
         self.base.replace(None);
         let model = loader::load(&files, &self.device).map_err(WebError::Model)?;
         self.base.replace(Some(model.clone()));
@@ -171,6 +176,7 @@ impl Generator {
             let manifest = store.read_manifest().await?;
             let mut tokens = Vec::new();
             this.routed.replace(None);
+            this.composed.replace(None);
             if manifest.current.is_some() {
                 let (entry, blobs) = store.load(None).await?;
                 // Read the state on the CPU: install() moves it to the GPU with to_data(), which
@@ -203,6 +209,7 @@ impl Generator {
             base: self.base.clone(),
             pipeline: self.pipeline.clone(),
             routed: self.routed.clone(),
+            composed: self.composed.clone(),
             busy: self.busy.clone(),
             lost: self.lost.clone(),
         }
@@ -230,8 +237,15 @@ impl Generator {
         let routed = self.routed.borrow();
         let base = self.base.borrow();
         let (Some((adapter, _)), Some(base)) = (routed.as_ref(), base.as_ref()) else { return Ok(None) };
+        if let Some((planned_for, composer)) = self.composed.borrow().as_ref() {
+            if planned_for == prompt {
+                return Ok(Some(composer.clone()));
+            }
+        }
         let [_, h, w] = pipeline.latent_shape();
-        Composer::plan(adapter, base, prompt, [h, w]).map_err(WebError::Model)
+        let composer = Composer::plan(adapter, base, prompt, [h, w]).map_err(WebError::Model)?;
+        self.composed.replace(composer.clone().map(|c| (prompt.to_string(), c)));
+        Ok(composer)
     }
 
     fn check_usable(&self) -> Result<(), WebError> {

@@ -257,9 +257,14 @@ test('a routed lesson: `<name>` draws with its own block, plain prompts draw exa
   await page.click('#teach-start');
   await page.waitForSelector('#concepts li[data-name="ldpair"] img[src^="data:image/png"]', { timeout: 600_000 });
   const regions = await page.evaluate(async (options) => {
-    const r = await window.ldApp.client.generate(options);
-    return { regions: r.regions, bytes: r.png.size };
+    const bytes = async (r) => Array.from(new Uint8Array(await r.png.arrayBuffer()));
+    const first = await window.ldApp.client.generate(options);
+    // The same prompt again reuses the planned composition: it must draw the same image.
+    const again = await window.ldApp.client.generate(options);
+    return { regions: first.regions, again: again.regions, png: await bytes(first), pngAgain: await bytes(again) };
   }, { ...GEN, prompt: 'a <ldroute> above a <ldpair>' });
   assert.deepEqual(regions.regions, ['a large <ldroute> in the center', 'a large <ldpair> in the center']);
-  assert.ok(regions.bytes > 0);
+  assert.deepEqual(regions.again, regions.regions);
+  assert.ok(regions.png.length > 0);
+  assert.deepEqual(regions.pngAgain, regions.png, 'a reused plan draws what the first plan drew');
 });
