@@ -257,14 +257,24 @@ test('a routed lesson: `<name>` draws with its own block, plain prompts draw exa
   await page.click('#teach-start');
   await page.waitForSelector('#concepts li[data-name="ldpair"] img[src^="data:image/png"]', { timeout: 600_000 });
   const regions = await page.evaluate(async (options) => {
-    const bytes = async (r) => Array.from(new Uint8Array(await r.png.arrayBuffer()));
+    const pixels = async (png) => {
+      const bitmap = await createImageBitmap(png);
+      const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+      const ctx = canvas.getContext('2d');
+      ctx.drawImage(bitmap, 0, 0);
+      return ctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
+    };
     const first = await window.ldApp.client.generate(options);
-    // The same prompt again reuses the planned composition: it must draw the same image.
+    // The same prompt again reuses the planned composition: it must draw the same image (up to
+    // a rounding step: GPU reductions need not add in the same order twice).
     const again = await window.ldApp.client.generate(options);
-    return { regions: first.regions, again: again.regions, png: await bytes(first), pngAgain: await bytes(again) };
+    const [a, b] = [await pixels(first.png), await pixels(again.png)];
+    let gap = a.length === b.length ? 0 : 255;
+    for (let i = 0; i < Math.min(a.length, b.length); i++) gap = Math.max(gap, Math.abs(a[i] - b[i]));
+    return { regions: first.regions, again: again.regions, bytes: first.png.size, gap };
   }, { ...GEN, prompt: 'a <ldroute> above a <ldpair>' });
   assert.deepEqual(regions.regions, ['a large <ldroute> in the center', 'a large <ldpair> in the center']);
   assert.deepEqual(regions.again, regions.regions);
-  assert.ok(regions.png.length > 0);
-  assert.deepEqual(regions.pngAgain, regions.png, 'a reused plan draws what the first plan drew');
+  assert.ok(regions.bytes > 0);
+  assert.ok(regions.gap <= 2, `a reused plan draws what the first plan drew (largest pixel gap ${regions.gap})`);
 });
