@@ -210,7 +210,12 @@ pub(super) fn mse_per_example(a: Tensor<4>, b: Tensor<4>) -> Tensor<1> {
 }
 
 pub(super) fn pick<'a, T>(items: &'a [T], n: usize, rng: &mut Rng) -> Vec<&'a T> {
-    (0..n).map(|_| &items[(rng.uniform() * items.len() as f64) as usize % items.len()]).collect()
+    pick_indices(items.len(), n, rng).into_iter().map(|i| &items[i]).collect()
+}
+
+/// `n` indices drawn uniformly, with replacement, from `0..len`.
+fn pick_indices(len: usize, n: usize, rng: &mut Rng) -> Vec<usize> {
+    (0..n).map(|_| (rng.uniform() * len as f64) as usize % len).collect()
 }
 
 /// Teaches `adapter` (trainable, on the trainer's device) the examples in `new`; `replay` holds
@@ -236,9 +241,11 @@ pub fn teach(
     let mut elastic = Elastic::default();
     let (mut first, mut last) = (f32::NAN, f32::NAN);
     let keep_at = candidate_steps(options.steps, options.candidates);
+    // The object masks depend on the pictures only: made once, not at every step.
+    let weights = if options.object_weight > 0.0 { object_weights(new, options.object_weight, &trainer.device)? } else { Vec::new() };
     let mut candidates = Vec::with_capacity(keep_at.len());
     for step in 1..=options.steps {
-        let (loss, distill) = step_loss(trainer, adapter, teacher, new, replay, options, &mut elastic, [&mut rng, &mut replay_rng])?;
+        let (loss, distill) = step_loss(trainer, adapter, teacher, (new, &weights), replay, options, &mut elastic, [&mut rng, &mut replay_rng])?;
         let loss = if options.protection.oa > 0.0 && adapter.concepts.len() > 1 {
             loss + orthogonality(trainer, adapter)?.mul_scalar(options.protection.oa)
         } else {
@@ -281,14 +288,15 @@ fn step_loss(
     trainer: &Trainer,
     adapter: &Adapter,
     teacher: Option<&Adapter>,
-    new: &[Example],
+    (new, weights): (&[Example], &[Tensor<4>]),
     replay: &[Replay],
     options: &LessonOptions,
     elastic: &mut Elastic,
     rngs: [&mut Rng; 2],
 ) -> Result<(Tensor<1>, f32)> {
     let [rng, replay_rng] = rngs;
-    let fresh = pick(new, options.batch, rng);
+    let picked = pick_indices(new.len(), options.batch, rng);
+    let fresh: Vec<&Example> = picked.iter().map(|&i| &new[i]).collect();
     let use_replay = options.protection.replay || options.protection.distill;
     let mut old = if use_replay && !replay.is_empty() { pick(replay, options.batch, replay_rng) } else { Vec::new() };
     // Concept memory first, base-world memory last: `distill_targets` splits the rows there.
@@ -308,8 +316,8 @@ fn step_loss(
     let pred = trainer.predict(adapter, x_t.clone(), &t, &ids)?;
     let per = mse_per_example(pred.clone(), target.clone());
     let (nf, no) = (fresh.len(), old.len());
-    let mut loss = if options.object_weight > 0.0 {
-        let weights = object_weights(&fresh, options.object_weight, &trainer.device)?;
+    let mut loss = if !weights.is_empty() {
+        let weights = Tensor::cat(picked.iter().map(|&i| weights[i].clone()).collect(), 0);
         weighted_mse(pred.clone().narrow(0, 0, nf), target.clone().narrow(0, 0, nf), weights)
     } else {
         per.clone().narrow(0, 0, nf).mean()
@@ -336,17 +344,18 @@ fn step_loss(
     Ok((loss, distill_value))
 }
 
-/// Per-position loss weights `[n, 1, h, w]` of the new examples: `1 + extra` on the object, 1
+/// Per-position loss weights `[1, 1, h, w]` of each new example: `1 + extra` on the object, 1
 /// elsewhere, scaled to mean 1 per example so the loss keeps its size against the other terms.
-fn object_weights(examples: &[&Example], extra: f32, device: &Device) -> Result<Tensor<4>> {
-    let [_, _, h, w] = examples[0].latents.dims();
-    let mut all = Vec::with_capacity(examples.len() * h * w);
-    for e in examples {
-        let raw: Vec<f32> = super::memory::object_mask(&e.latents)?.iter().map(|m| 1.0 + extra * m).collect();
-        let mean = raw.iter().sum::<f32>() / raw.len() as f32;
-        all.extend(raw.iter().map(|v| v / mean));
-    }
-    Ok(Tensor::from_data(TensorData::new(all, [examples.len(), 1, h, w]), device))
+fn object_weights(examples: &[Example], extra: f32, device: &Device) -> Result<Vec<Tensor<4>>> {
+    examples
+        .iter()
+        .map(|e| {
+            let [_, _, h, w] = e.latents.dims();
+            let raw: Vec<f32> = super::memory::object_mask(&e.latents)?.iter().map(|m| 1.0 + extra * m).collect();
+            let mean = raw.iter().sum::<f32>() / raw.len() as f32;
+            Ok(Tensor::from_data(TensorData::new(raw.iter().map(|v| v / mean).collect::<Vec<f32>>(), [1, 1, h, w]), device))
+        })
+        .collect()
 }
 
 fn weighted_mse(a: Tensor<4>, b: Tensor<4>, weights: Tensor<4>) -> Tensor<1> {

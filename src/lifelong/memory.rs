@@ -30,6 +30,26 @@ pub struct Memory {
     pub bank: Vec<Vec<f32>>,
 }
 
+/// The values of `latents` `[1, c, h, w]` (channel-major) and each position's squared distance
+/// from the per-channel median latent vector, which stands for the background.
+fn from_median(latents: &Tensor<4>, what: &str) -> Result<(Vec<f32>, Vec<f32>)> {
+    let [_, c, h, w] = latents.dims();
+    let values: Vec<f32> = latents.to_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("latents: {e:?}")))?;
+    let n = h * w;
+    if values.len() < c * n || n == 0 {
+        return Err(Error::InvalidInput(format!("{what} needs latents [1, c, h, w]")));
+    }
+    let median: Vec<f32> = (0..c)
+        .map(|ch| {
+            let mut v = values[ch * n..(ch + 1) * n].to_vec();
+            v.sort_by(f32::total_cmp);
+            v[n / 2]
+        })
+        .collect();
+    let dist = (0..n).map(|p| (0..c).map(|ch| (values[ch * n + p] - median[ch]).powi(2)).sum::<f32>()).collect();
+    Ok((values, dist))
+}
+
 /// Fraction of latent positions taken as "the object": those farthest from the median latent.
 const OBJECT_FRACTION: f32 = 0.15;
 
@@ -38,23 +58,13 @@ const OBJECT_FRACTION: f32 = 0.15;
 /// their spread in space. Where the object is and what lies behind it do not change it.
 pub fn features(latents: &Tensor<4>) -> Result<Vec<f32>> {
     let [_, c, h, w] = latents.dims();
-    let values: Vec<f32> = latents.to_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("latents: {e:?}")))?;
+    let (values, dist) = from_median(latents, "features")?;
     let n = h * w;
-    if values.len() < c * n || n == 0 {
-        return Err(Error::InvalidInput("features need latents [1, c, h, w]".into()));
-    }
     let at = |ch: usize, p: usize| values[ch * n + p];
-    let median: Vec<f32> = (0..c)
-        .map(|ch| {
-            let mut v: Vec<f32> = (0..n).map(|p| at(ch, p)).collect();
-            v.sort_by(f32::total_cmp);
-            v[n / 2]
-        })
-        .collect();
-    let mut dist: Vec<(f32, usize)> = (0..n).map(|p| ((0..c).map(|ch| (at(ch, p) - median[ch]).powi(2)).sum::<f32>(), p)).collect();
-    dist.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| dist[b].total_cmp(&dist[a]));
     let k = ((n as f32 * OBJECT_FRACTION) as usize).max(1);
-    let picked: Vec<usize> = dist[..k].iter().map(|d| d.1).collect();
+    let picked = &order[..k];
     let mut out = Vec::with_capacity(2 * c);
     for ch in 0..c {
         let mean = picked.iter().map(|&p| at(ch, p)).sum::<f32>() / k as f32;
@@ -72,20 +82,10 @@ const OBJECT_THRESHOLD: f32 = 0.15;
 /// farther than `OBJECT_THRESHOLD` of the largest distance from the median one (the background),
 /// and at their eight neighbours (soft edges), 0 elsewhere; `h * w` values, row-major.
 pub fn object_mask(latents: &Tensor<4>) -> Result<Vec<f32>> {
-    let [_, c, h, w] = latents.dims();
-    let values: Vec<f32> = latents.to_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("latents: {e:?}")))?;
+    let [_, _, h, w] = latents.dims();
+    let (_, squared) = from_median(latents, "an object mask")?;
     let n = h * w;
-    if values.len() < c * n || n == 0 {
-        return Err(Error::InvalidInput("an object mask needs latents [1, c, h, w]".into()));
-    }
-    let median: Vec<f32> = (0..c)
-        .map(|ch| {
-            let mut v = values[ch * n..(ch + 1) * n].to_vec();
-            v.sort_by(f32::total_cmp);
-            v[n / 2]
-        })
-        .collect();
-    let dist: Vec<f32> = (0..n).map(|p| (0..c).map(|ch| (values[ch * n + p] - median[ch]).powi(2)).sum::<f32>().sqrt()).collect();
+    let dist: Vec<f32> = squared.iter().map(|d| d.sqrt()).collect();
     let cut = OBJECT_THRESHOLD * dist.iter().copied().fold(0.0, f32::max);
     let core = |y: i64, x: i64| y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w && dist[y as usize * w + x as usize] > cut;
     Ok((0..n)
