@@ -104,6 +104,10 @@ pub struct EvalLifelongArgs {
     /// samples best match the pictures kept (1: the last state).
     #[arg(long, default_value_t = LessonOptions::default().candidates)]
     pub candidates: usize,
+    /// Start each concept's embedding at the mean embedding instead of the word that best
+    /// explains its pictures.
+    #[arg(long)]
+    pub no_init_search: bool,
     /// ECD's base distillation weight lambda_0 and elasticity kappa, and TAME's replay weight mu.
     #[arg(long, default_value_t = LessonOptions::default().distill)]
     pub distill: f32,
@@ -130,7 +134,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         concepts: args.concepts,
         names: args.names.clone(),
         images: args.images,
-        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, lr_end: args.lr_end, object_weight: args.object_weight, candidates: args.candidates, uncond: args.uncond, distill: args.distill, kappa: args.kappa, mu: args.mu, ..LessonOptions::default() },
+        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, lr_end: args.lr_end, object_weight: args.object_weight, candidates: args.candidates, init_search: !args.no_init_search, uncond: args.uncond, distill: args.distill, kappa: args.kappa, mu: args.mu, ..LessonOptions::default() },
         memory: MemoryOptions::default(),
         probes: args.probes,
         pairs: args.pairs,

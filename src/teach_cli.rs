@@ -221,14 +221,16 @@ pub fn teach(args: TeachArgs) -> Result<()> {
     let lesson = serde_json::json!({
         "concept": args.name, "method": method, "steps": report.steps, "first_loss": report.first_loss,
         "last_loss": report.last_loss, "seconds": started.elapsed().as_secs_f64(), "images": args.images.len(),
+        "started_from": report.init_words.first().map(|w| w.0.clone()),
     });
     let version = store.commit(&format!("teach <{}>", args.name), concepts, &blobs, lesson)?;
     eprintln!(
-        "taught <{}> in {:.1} s (loss {:.4} -> {:.4}); store {} is at version {version}",
+        "taught <{}> in {:.1} s (loss {:.4} -> {:.4}, started from {}); store {} is at version {version}",
         args.name,
         started.elapsed().as_secs_f64(),
         report.first_loss,
         report.last_loss,
+        report.init_words.first().map_or("the mean embedding".to_string(), |w| format!("the word \"{}\"", w.0)),
         store.dir().display()
     );
     Ok(())

@@ -271,3 +271,27 @@ fn a_routed_lesson_keeps_the_candidate_its_self_check_scores_best() {
     let report = learner().lesson("one", &[picture(4, 4)], Method::Routed, &plain, &memory, &mut |_| {}).expect("lesson");
     assert!(report.scores.is_empty() && report.kept_step == 6, "one candidate: the last state, no self-check");
 }
+
+#[test]
+fn a_concept_starts_at_the_word_that_best_explains_its_pictures() {
+    let mut l = learner();
+    let words = |w: &str| Picture { words: Some(w.into()), ..picture(8, 8) };
+    let pictures = vec![words("red square on the left"), Picture { image: picture(30, 20).image, words: Some("red square".into()) }];
+    // lr_token 0: the embedding stays where it started.
+    let options = LessonOptions { steps: 2, lr_token: 0.0, ..LessonOptions::default() };
+    let memory = MemoryOptions { keep: 1, candidates: 1, refresh: 1, steps: 2, guidance: 1.0 };
+    let report = l.lesson("toy", &pictures, Method::Routed, &options, &memory, &mut |_| {}).expect("lesson");
+    // The fixture's CLIP vocabulary is too large to search: the candidates are the user's words.
+    let ranked: Vec<&str> = report.init_words.iter().map(|w| w.0.as_str()).collect();
+    let distinct: std::collections::HashSet<&&str> = ranked.iter().collect();
+    assert!(ranked.len() == 3 && distinct.len() == 3, "the three best, each once: {ranked:?}");
+    assert!(ranked.iter().all(|w| ["left", "red", "square", "the"].contains(w)), "only the words of the prompts: {ranked:?}");
+    assert!(report.init_words.windows(2).all(|p| p[0].1 <= p[1].1), "best first: {:?}", report.init_words);
+    let id = l.trainer.model.tokenizer.token_id(&format!("{}</w>", ranked[0])).expect("a vocabulary word") as usize;
+    let table = l.trainer.model.text_encoder.token_embedding.val();
+    assert_eq!(values(l.adapter.embeddings[0].clone()), values(table.narrow(0, id, 1)), "the embedding starts at the best word's");
+
+    let off = LessonOptions { init_search: false, ..options };
+    let report = learner().lesson("toy", &pictures, Method::Routed, &off, &memory, &mut |_| {}).expect("lesson");
+    assert!(report.init_words.is_empty(), "without the search: the mean embedding");
+}

@@ -283,9 +283,10 @@ pub fn run_method(
         seconds.push(started.elapsed().as_secs_f32());
         let rate = identify_rate(&Drawer::of(&learner, method)?, concept, &all, options, 100 * k as u64, &mut Vec::new())?;
         progress(format!(
-            "{method:?} lesson {} <{}>: loss {:.4} -> {:.4}, kept step {} {:?}, {:.0} s, identified {:.0}%",
+            "{method:?} lesson {} <{}>: from {:?}, loss {:.4} -> {:.4}, kept step {} {:?}, {:.0} s, identified {:.0}%",
             k + 1,
             concept.name,
+            report.init_words.iter().map(|(w, e)| format!("{w} {e:.4}")).collect::<Vec<_>>(),
             report.first_loss,
             report.last_loss,
             report.kept_step,

@@ -8,6 +8,7 @@ use super::adapter::{Adapter, AdapterConfig};
 use super::lesson::{teach, Example, LessonOptions, LessonProgress, LessonReport, Protection, Replay, Trainer};
 use super::protect::accumulate_fisher;
 use super::selfcheck::{best_candidate, signature, SampleOptions, Signature};
+use super::init::{self, Scored};
 use super::memory::{bank_score, features, Memory, MemoryItem};
 use super::store::{concept_token, validate_concept_name};
 use crate::error::{Error, Result};
@@ -178,9 +179,9 @@ impl Learner {
         let new = self.examples(&token, pictures)?;
         let replay = self.replay();
         let teacher = (!replay.is_empty()).then(|| self.adapter.frozen(&self.trainer.device));
-        let init = self.init_embedding();
+        let (init, ranked) = self.initial_embedding(&token, &new, options)?;
         let options = LessonOptions { protection: method.protection(), uncond: method.uncond(options.uncond), ..options.clone() };
-        let report = if matches!(method, Method::LoraMerge | Method::Routed) {
+        let mut report = if matches!(method, Method::LoraMerge | Method::Routed) {
             let check = SelfCheck { taught: self.signatures(pictures)?, sample: SampleOptions { steps: memory.steps, guidance: memory.guidance, seed: options.seed ^ 0xC4EC } };
             self.lesson_merged(name, &token, token_id, init, &new, &options, method == Method::Routed, &check, progress)?
         } else {
@@ -190,6 +191,7 @@ impl Learner {
             self.adapter = student;
             report
         };
+        report.init_words = ranked.into_iter().take(3).map(|s| (s.word, s.error)).collect();
         if method == Method::Ewc {
             accumulate_fisher(&self.trainer, &mut self.adapter, &new, 8, options.seed ^ 0xF15)?;
         }
@@ -321,6 +323,21 @@ impl Learner {
             }
         }
         out
+    }
+
+    /// Where the new token's embedding starts: the embedding of the vocabulary word that best
+    /// explains the pictures (`init::rank`, when `options.init_search` and there are candidates),
+    /// else the neutral mean; with the ranking, best first.
+    fn initial_embedding(&self, token: &str, new: &[Example], options: &LessonOptions) -> Result<(Tensor<2>, Vec<Scored>)> {
+        if options.init_search {
+            let words = init::candidates(&self.trainer, token, new);
+            let ranked = init::rank(&self.trainer, &self.adapter, token, new, &words, options.seed ^ 0x1417)?;
+            if let Some(best) = ranked.first() {
+                let table = self.trainer.model.text_encoder.token_embedding.val().detach();
+                return Ok((table.narrow(0, best.id as usize, 1), ranked));
+            }
+        }
+        Ok((self.init_embedding(), Vec::new()))
     }
 
     /// The mean token embedding, rescaled to the mean row norm: a neutral start.

@@ -64,6 +64,9 @@ pub struct LessonOptions {
     /// a routed or merged lesson keeps the one whose samples best match the pictures
     /// (src/lifelong/selfcheck.rs); 0 or 1 keeps the last state.
     pub candidates: usize,
+    /// Start the concept's embedding at the vocabulary word that best explains the pictures
+    /// (src/lifelong/init.rs) instead of the mean embedding.
+    pub init_search: bool,
     pub mu: f32,
     /// Base distillation weight `lambda_0`.
     pub distill: f32,
@@ -89,6 +92,7 @@ impl Default for LessonOptions {
             lr_end: 1.0,
             object_weight: 0.0,
             candidates: 1,
+            init_search: true,
             // Replaying memory against the noise (mu 1) pulled plain prompts from 50% to 12.5%
             // right (its samples carry guidance's overshoot, which training on them amplifies);
             // distillation toward the teacher keeps them without that (README, "Lessons").
@@ -126,6 +130,9 @@ pub struct LessonReport {
     pub kept_step: usize,
     /// The self-check's score of each candidate (step, score in [0, 1]), when it ran.
     pub scores: Vec<(usize, f32)>,
+    /// The words the embedding search ranked first (word, denoising error), the first being
+    /// where the concept's embedding started; empty when it started at the mean embedding.
+    pub init_words: Vec<(String, f32)>,
 }
 
 /// The steps (1-based) at which a lesson of `steps` keeps one of `candidates` states: spread
@@ -168,8 +175,19 @@ impl Trainer {
 
     /// Noised latents, the regression target and the timesteps for `x0` `[b, c, h, w]`.
     pub(super) fn noise(&self, x0: Tensor<4>, rng: &mut Rng) -> (Tensor<4>, Tensor<4>, Vec<f32>) {
-        let [b, c, h, w] = x0.dims();
+        let [b, ..] = x0.dims();
         let t: Vec<usize> = (0..b).map(|_| (rng.uniform() * self.alphas_cumprod.len() as f64) as usize % self.alphas_cumprod.len()).collect();
+        self.noise_at(x0, &t, rng)
+    }
+
+    /// Training timesteps: the schedule's length.
+    pub(super) fn timesteps(&self) -> usize {
+        self.alphas_cumprod.len()
+    }
+
+    /// As [`noise`](Self::noise), at the given timesteps (one per row of `x0`).
+    pub(super) fn noise_at(&self, x0: Tensor<4>, t: &[usize], rng: &mut Rng) -> (Tensor<4>, Tensor<4>, Vec<f32>) {
+        let [b, c, h, w] = x0.dims();
         let noise = Tensor::<4>::from_data(TensorData::new(rng.normal_vec(b * c * h * w), [b, c, h, w]), &self.device);
         let coef = |f: &dyn Fn(f32) -> f32| {
             let v: Vec<f32> = t.iter().map(|&i| f(self.alphas_cumprod[i])).collect();
@@ -274,7 +292,7 @@ pub fn teach(
         }
         progress(LessonProgress { step, total: options.steps, loss: value, distill });
     }
-    Ok(LessonReport { steps: options.steps, first_loss: first, last_loss: last, elastic: elastic.weights(options), candidates, kept_step: options.steps, scores: Vec::new() })
+    Ok(LessonReport { steps: options.steps, first_loss: first, last_loss: last, elastic: elastic.weights(options), candidates, kept_step: options.steps, scores: Vec::new(), init_words: Vec::new() })
 }
 
 /// The learning rate's share at `step` (1-based) of `steps`: a half cosine from 1 to `end`.

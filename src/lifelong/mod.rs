@@ -13,5 +13,6 @@ pub mod protect;
 pub mod selfcheck;
 pub mod state;
 pub mod images;
+pub mod init;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod eval;

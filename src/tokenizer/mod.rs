@@ -298,6 +298,23 @@ impl ClipTokenizer {
         self.tokenizer.token_to_id(token).map(i64::from)
     }
 
+    /// The vocabulary's whole words (entries that end a word, `"cat</w>"`, whose text is ASCII
+    /// letters, at least three), as text and id, in id order; added tokens are not among them.
+    pub fn whole_words(&self) -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = self
+            .tokenizer
+            .get_vocab(false)
+            .into_iter()
+            .filter(|(_, id)| !self.added_ids.contains(id))
+            .filter_map(|(token, id)| {
+                let word = token.strip_suffix(END_OF_WORD)?;
+                (word.len() >= 3 && word.bytes().all(|b| b.is_ascii_alphabetic())).then(|| (word.to_string(), i64::from(id)))
+            })
+            .collect();
+        out.sort_by_key(|w| w.1);
+        out
+    }
+
     /// The token strings of a prompt, one for each of the first [`Encoded::len`] ids of
     /// [`encode`](Self::encode) (bos and eos included, padding excluded, same truncation):
     /// word pieces as text, `</w>` stripped (`"a photo"` -> `["<|startoftext|>", "a", "photo",

@@ -42,6 +42,10 @@ struct TeachOptions {
     /// New-concept examples per step (replay adds as many).
     #[serde(default)]
     batch: Option<usize>,
+    /// Start the concept at the vocabulary word that best explains the pictures (default true;
+    /// false skips that search and starts at the mean embedding).
+    #[serde(default)]
+    init_search: Option<bool>,
     #[serde(default)]
     memory: MemorySettings,
     /// `"l2dm"` (one shared adapter) or `"routed"` (one block per concept); default: what the
@@ -83,6 +87,7 @@ impl TeachOptions {
             return bad(format!("give one words entry for all pictures or one per picture ({pictures} pictures, {} words)", o.words.len()));
         }
         let mut lesson = LessonOptions { steps: o.steps, seed: o.seed, ..LessonOptions::default() };
+        lesson.init_search = o.init_search.unwrap_or(lesson.init_search);
         if let Some(b) = o.batch {
             if !(1..=16).contains(&b) {
                 return bad(format!("batch must be between 1 and 16, got {b}"));
