@@ -90,10 +90,13 @@ fn relative_errors(trainer: &Trainer, adapter: &Adapter, token: &str, examples: 
     let (x_t, target, t) = trainer.noise_at(x0, &steps, &mut Rng::new(seed));
     // errors[word][row]: the same rows, timesteps and noise for every word.
     let mut errors = Vec::with_capacity(words.len());
+    // Each example's prompt is encoded once and its context repeated for its rows.
+    let row_example = Tensor::<1, Int>::from_data(TensorData::new(rows.iter().map(|r| r.0 as i64).collect::<Vec<_>>(), [rows.len()]), &trainer.device);
     for (word, _) in words {
-        let prompts: Vec<String> = rows.iter().map(|&(e, _)| examples[e].prompt.replace(token, word)).collect();
+        let prompts: Vec<String> = examples.iter().map(|e| e.prompt.replace(token, word)).collect();
         let ids = trainer.ids(&prompts.iter().map(String::as_str).collect::<Vec<_>>())?;
-        let pred = trainer.predict_base(adapter, x_t.clone(), &t, &ids)?;
+        let context = adapter.encode_ids(&trainer.model.text_encoder, &ids, &trainer.device)?.detach().select(0, row_example.clone());
+        let pred = trainer.model.unet.forward_timesteps(x_t.clone(), &t, &context).detach();
         let per = mse_per_example(pred, target.clone()).into_data().convert::<f32>();
         errors.push(per.try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("denoising errors: {e:?}")))?);
     }
