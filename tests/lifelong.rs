@@ -294,4 +294,7 @@ fn a_concept_starts_at_the_word_that_best_explains_its_pictures() {
     let off = LessonOptions { init_search: false, ..options };
     let report = learner().lesson("toy", &pictures, Method::Routed, &off, &memory, &mut |_| {}).expect("lesson");
     assert!(report.init_words.is_empty(), "without the search: the mean embedding");
+    let bare = vec![picture(8, 8), picture(30, 20)];
+    let report = learner().lesson("toy", &bare, Method::Routed, &options, &memory, &mut |_| {}).expect("lesson");
+    assert!(report.init_words.is_empty(), "pictures without words: no search, the mean embedding");
 }

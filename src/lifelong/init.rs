@@ -42,8 +42,15 @@ pub struct Scored {
 
 /// The words to try for a lesson whose examples' prompts hold `token`: the vocabulary's whole
 /// words when there are at most [`MAX_CANDIDATES`], else those among them that the prompts
-/// themselves use besides the token (the user's words).
+/// themselves use besides the token (the user's words); none when a prompt is the token alone.
 pub fn candidates(trainer: &Trainer, token: &str, examples: &[Example]) -> Vec<(String, i64)> {
+    // A picture whose prompt says nothing besides the concept ("a <tee>") leaves its scene to the
+    // word as well, and the winner describes the scene ("top", "night" in a trial), not the
+    // concept: the search needs every picture described apart from it.
+    let described = |e: &Example| e.prompt.replace(token, " ").split_whitespace().filter(|w| !matches!(*w, "a" | "an" | "the")).count() > 0;
+    if !examples.iter().all(described) {
+        return Vec::new();
+    }
     let words = trainer.model.tokenizer.whole_words();
     if words.len() <= MAX_CANDIDATES {
         // A word's own tail ("hite" of "white", "ackground" of "background") is a vocabulary
