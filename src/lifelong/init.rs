@@ -47,7 +47,7 @@ pub fn candidates(trainer: &Trainer, token: &str, examples: &[Example]) -> Vec<(
     // A picture whose prompt says nothing besides the concept ("a <tee>") leaves its scene to the
     // word as well, and the winner describes the scene ("top", "night" in a trial), not the
     // concept: the search needs every picture described apart from it.
-    let described = |e: &Example| e.prompt.replace(token, " ").split_whitespace().filter(|w| !matches!(*w, "a" | "an" | "the")).count() > 0;
+    let described = |e: &Example| words_besides(&e.prompt, token).iter().any(|w| !matches!(w.as_str(), "a" | "an" | "the"));
     if !examples.iter().all(described) {
         return Vec::new();
     }
@@ -58,11 +58,13 @@ pub fn candidates(trainer: &Trainer, token: &str, examples: &[Example]) -> Vec<(
         let tail = |w: &str| words.iter().any(|(o, _)| o.len() > w.len() && o.ends_with(w));
         return words.iter().filter(|(w, _)| !tail(w)).cloned().collect();
     }
-    let given: Vec<String> = examples
-        .iter()
-        .flat_map(|e| e.prompt.replace(token, " ").split_whitespace().map(str::to_lowercase).collect::<Vec<_>>())
-        .collect();
+    let given: Vec<String> = examples.iter().flat_map(|e| words_besides(&e.prompt, token)).collect();
     words.into_iter().filter(|(w, _)| given.contains(w)).collect()
+}
+
+/// The words of `prompt` other than `token`, lowercased.
+fn words_besides(prompt: &str, token: &str) -> Vec<String> {
+    prompt.replace(token, " ").split_whitespace().map(str::to_lowercase).collect()
 }
 
 /// Each candidate's denoising error on `examples` with `token` replaced by it in their prompts,
@@ -72,10 +74,10 @@ pub fn candidates(trainer: &Trainer, token: &str, examples: &[Example]) -> Vec<(
 /// [`SHORTLIST`] at [`TIMESTEPS`] (a third of the cost of the second round for all of them,
 /// with the same winner on the eight concepts of `eval lifelong`).
 pub fn rank(trainer: &Trainer, adapter: &Adapter, token: &str, examples: &[Example], words: &[(String, i64)], seed: u64) -> Result<Vec<Scored>> {
-    let coarse = relative_errors(trainer, adapter, token, examples, words, COARSE, seed)?;
-    if coarse.len() <= SHORTLIST {
+    if words.len() <= SHORTLIST {
         return relative_errors(trainer, adapter, token, examples, words, TIMESTEPS, seed);
     }
+    let coarse = relative_errors(trainer, adapter, token, examples, words, COARSE, seed)?;
     let short: Vec<(String, i64)> = coarse[..SHORTLIST].iter().map(|s| (s.word.clone(), s.id)).collect();
     let mut ranked = relative_errors(trainer, adapter, token, examples, &short, TIMESTEPS, seed)?;
     // The rest keep the first round's order (and its scale of error).

@@ -182,7 +182,9 @@ impl Learner {
         let (init, ranked) = self.initial_embedding(&token, &new, options)?;
         let options = LessonOptions { protection: method.protection(), uncond: method.uncond(options.uncond), ..options.clone() };
         let mut report = if matches!(method, Method::LoraMerge | Method::Routed) {
-            let check = SelfCheck { taught: self.signatures(pictures)?, sample: SampleOptions { steps: memory.steps, guidance: memory.guidance, seed: options.seed ^ 0xC4EC } };
+            // The pictures' signatures serve the self-check only, which needs two candidates.
+            let taught = if options.candidates > 1 { self.signatures(pictures)? } else { Vec::new() };
+            let check = SelfCheck { taught, sample: SampleOptions { steps: memory.steps, guidance: memory.guidance, seed: options.seed ^ 0xC4EC } };
             self.lesson_merged(name, &token, token_id, init, &new, &options, method == Method::Routed, &check, progress)?
         } else {
             self.adapter.add_concept(name, &token, token_id, init)?;
