@@ -108,6 +108,9 @@ pub struct EvalLifelongArgs {
     /// explains its pictures.
     #[arg(long)]
     pub no_init_search: bool,
+    /// Decoder steps that refine the teaching pictures' latents (0: the encoder's latents).
+    #[arg(long, default_value_t = LessonOptions::default().refine_steps)]
+    pub refine_steps: usize,
     /// ECD's base distillation weight lambda_0 and elasticity kappa, and TAME's replay weight mu.
     #[arg(long, default_value_t = LessonOptions::default().distill)]
     pub distill: f32,
@@ -134,7 +137,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         concepts: args.concepts,
         names: args.names.clone(),
         images: args.images,
-        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, lr_end: args.lr_end, object_weight: args.object_weight, candidates: args.candidates, init_search: !args.no_init_search, uncond: args.uncond, distill: args.distill, kappa: args.kappa, mu: args.mu, ..LessonOptions::default() },
+        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, lr_end: args.lr_end, object_weight: args.object_weight, candidates: args.candidates, init_search: !args.no_init_search, refine_steps: args.refine_steps, uncond: args.uncond, distill: args.distill, kappa: args.kappa, mu: args.mu, ..LessonOptions::default() },
         memory: MemoryOptions::default(),
         probes: args.probes,
         pairs: args.pairs,
@@ -169,7 +172,8 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
                     // Multi-concept prompts compose by region (src/lifelong/compose.rs), as
                     // `generate --store` does; the artist's latent updates run on top.
                     (name.to_string(), Generation { compose: true, ..full }),
-                    // OA's generation-time edit (binding attribute words to their noun) off, the rest on.
+                    // OA at generation off (its attention edit, src/lifelong/orthogonal.rs, and the artist's
+                    // binding term), the rest on.
                     ("routed w/o oa".to_string(), Generation { bind: false, compose: true, ..full }),
                     ("routed, composed w/o attend".to_string(), Generation { attend: false, bind: false, compose: true }),
                     ("routed w/o caa".to_string(), Generation { attend: false, bind: false, compose: false }),

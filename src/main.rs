@@ -86,11 +86,15 @@ struct AttendArgs {
     attend_unmix: f32,
     #[arg(long, default_value_t = AttendOptions::default().bind_weight)]
     attend_bind: f32,
+    /// Strength of orthogonal attention's edit: each subject's words attend only in its region
+    /// (score bias outside it; 0 turns it off).
+    #[arg(long, default_value_t = AttendOptions::default().orthogonal)]
+    attend_orthogonal: f32,
 }
 
 impl AttendArgs {
     fn options(&self) -> Result<AttendOptions> {
-        let values = [self.attend_scale, self.attend_fraction, self.attend_unmix, self.attend_bind];
+        let values = [self.attend_scale, self.attend_fraction, self.attend_unmix, self.attend_bind, self.attend_orthogonal];
         if values.iter().any(|v| !v.is_finite() || *v < 0.0) || self.attend_fraction > 1.0 {
             return Err(Error::InvalidInput("--attend-* values must be non-negative numbers (--attend-fraction at most 1)".into()));
         }
@@ -100,6 +104,7 @@ impl AttendArgs {
             max_refinement_steps: self.attend_refine,
             unmix_weight: self.attend_unmix,
             bind_weight: self.attend_bind,
+            orthogonal: self.attend_orthogonal,
             ..Default::default()
         })
     }

@@ -6,6 +6,8 @@ use burn::prelude::*;
 use crate::error::{Error, Result};
 use crate::lifelong::artist::{Artist, AttendOptions, StepReport};
 use crate::lifelong::compose::Composer;
+use crate::lifelong::orthogonal::{bias_map, token_regions};
+use crate::model::attention::AttnHook;
 use crate::loader::LoadedModel;
 use crate::rng::Rng;
 use crate::scheduler::{self, SchedulerKind};
@@ -151,7 +153,11 @@ impl Pipeline {
             Some(attend) => self.plan_artist(attend, &options.prompt, timesteps.len(), &context)?,
             None => None,
         };
-        Ok(Denoising { pipeline: self, guidance: options.guidance, cfg, context, scheduler, rng, latents, timesteps, index: 0, warnings, artist, composer: None })
+        let steer = match attend {
+            Some(attend) if attend.orthogonal > 0.0 => self.plan_orthogonal(attend.orthogonal, &options.prompt, &context)?,
+            _ => None,
+        };
+        Ok(Denoising { pipeline: self, guidance: options.guidance, cfg, context, scheduler, rng, latents, timesteps, index: 0, warnings, artist, steer, composer: None })
     }
 
     /// The artist for `prompt`, or `None` when it names too few subjects; `context` ends with the
@@ -163,6 +169,18 @@ impl Pipeline {
         let Some(artist) = Artist::plan(attend, &tokens, context_len, steps, &self.model.unet, [h, w])? else { return Ok(None) };
         let b = context.dims()[0];
         Ok(Some(ArtistRun { artist, cond: context.clone().narrow(0, b - 1, 1), reports: Vec::new() }))
+    }
+
+    /// Orthogonal attention's edit for `prompt` (src/lifelong/orthogonal.rs), or `None` when it
+    /// names fewer than two subjects or gives them no layout.
+    fn plan_orthogonal(&self, strength: f32, prompt: &str, context: &Tensor<3>) -> Result<Option<(AttnHook, Tensor<3>)>> {
+        let tokens = self.model.tokenizer.tokens(prompt)?;
+        let Some(regions) = token_regions(&tokens) else { return Ok(None) };
+        let [_, h, w] = self.latent_shape();
+        let batch = context.dims()[0];
+        let len = self.model.tokenizer.context_length();
+        let bias = bias_map(&regions, len, [h, w], batch, strength, &self.device);
+        Ok(Some((AttnHook::biased(bias), context.clone())))
     }
 
     /// Latents -> RGB in [0, 1]: `vae.decode(latents / scaling_factor)`, then `x/2 + 0.5`.
@@ -196,6 +214,8 @@ pub struct Denoising<'a> {
     index: usize,
     warnings: Vec<String>,
     artist: Option<ArtistRun>,
+    /// Orthogonal attention's score bias, when the artist asks for it and the prompt has a layout.
+    steer: Option<(AttnHook, Tensor<3>)>,
     composer: Option<Composer>,
 }
 
@@ -223,7 +243,10 @@ impl Denoising<'_> {
         let unet = &self.pipeline.model.unet;
         let out = match &self.composer {
             Some(composer) => composer.predict(input, t as f32, &self.context),
-            None => unet.forward(input, t as f32, &self.context),
+            None => match &self.steer {
+                Some((hook, context)) => unet.forward_with_maps(input, t as f32, context, hook).0,
+                None => unet.forward(input, t as f32, &self.context),
+            },
         };
         let guided = if self.cfg {
             let mut halves = out.chunk(2, 0);

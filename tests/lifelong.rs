@@ -7,12 +7,14 @@ use burn::prelude::*;
 use common::{fixtures, values};
 use lifelong_diffusion::lifelong::adapter::AdapterConfig;
 use lifelong_diffusion::lifelong::compose::Composer;
+use lifelong_diffusion::lifelong::invert::{picture_latents, REFINE_FROM};
 use lifelong_diffusion::lifelong::learner::{Learner, MemoryOptions, Method, Picture};
 use lifelong_diffusion::lifelong::lesson::{Example, LessonOptions, Trainer};
 use lifelong_diffusion::lifelong::protect::orthogonality;
 use lifelong_diffusion::lifelong::state;
 use lifelong_diffusion::loader;
 use lifelong_diffusion::native::Folder;
+use lifelong_diffusion::pipeline::encode_latents;
 use lifelong_diffusion::rng::Rng;
 
 fn learner() -> Learner {
@@ -63,7 +65,7 @@ fn a_lesson_lowers_its_loss_and_its_state_reloads_exactly() {
     assert_eq!(l.memories.iter().filter(|m| m.concept.as_deref() == Some("toy")).map(|m| m.items.len()).sum::<usize>(), 2);
 
     // Loss on the lesson's own pictures with the learned state vs. a fresh adapter.
-    let examples = l.examples("<toy>", &pictures).expect("examples");
+    let examples = l.examples("<toy>", &pictures, options.refine_steps).expect("examples").0;
     let taught = fixed_loss(&l.trainer, &l, &examples);
     let mut fresh = learner();
     fresh.trainer.model.tokenizer.add_token("<toy>").unwrap();
@@ -297,4 +299,50 @@ fn a_concept_starts_at_the_word_that_best_explains_its_pictures() {
     let bare = vec![picture(8, 8), picture(30, 20)];
     let report = learner().lesson("toy", &bare, Method::Routed, &options, &memory, &mut |_| {}).expect("lesson");
     assert!(report.init_words.is_empty(), "pictures without words: no search, the mean embedding");
+}
+
+/// Squared error between `images` and what the model's decoder makes of `latents`.
+fn decode_error(model: &loader::LoadedModel, latents: Tensor<4>, images: Tensor<4>) -> f32 {
+    let decoded = model.vae.decode(latents.div_scalar(model.vae_config.scaling_factor));
+    values((decoded - images.mul_scalar(2.0).sub_scalar(1.0)).square().mean())[0]
+}
+
+#[test]
+fn refined_latents_decode_closer_to_the_pictures_than_the_encoders() {
+    let l = learner();
+    let model = &l.trainer.model;
+    let images = Tensor::cat(vec![picture(4, 4).image, picture(30, 20).image], 0);
+    let images = Tensor::<4>::from_data(images.to_data(), &l.trainer.device);
+    let encoded = picture_latents(model, images.clone(), 0);
+    assert!(!encoded.refined);
+    let encoded = encoded.latents;
+    assert_eq!(values(encoded.clone()), values(encode_latents(model, images.clone())), "0 steps: the encoder's latents");
+    // The fixture's random VAE loses every picture: far more than REFINE_FROM of the pixels.
+    let refined = picture_latents(model, images.clone(), 10);
+    assert!(refined.refined && refined.far_share > REFINE_FROM, "{refined:?}");
+    let refined = refined.latents;
+    let (before, after) = (decode_error(model, encoded.clone(), images.clone()), decode_error(model, refined.clone(), images));
+    eprintln!("decoder error: encoder's latents {before}, refined {after}");
+    assert!(after < 0.9 * before, "refinement lowers the decoder's error: {before} -> {after}");
+    let moved = values((refined - encoded).square().mean())[0];
+    assert!(moved > 0.0 && moved.is_finite());
+}
+
+#[test]
+fn only_pictures_the_built_in_vae_loses_are_refined() {
+    use lifelong_diffusion::pipeline::rgb8_to_image;
+    use lifelong_diffusion::world::concepts::{concept_by_name, teaching_images};
+    let device = Device::flex().autodiff();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/builtin");
+    let model = loader::load(&Folder(dir), &device).expect("built-in model");
+    let latents = |name: &str| {
+        let concept = concept_by_name(name).unwrap();
+        let images = teaching_images(&concept, 4, 0).iter().map(|(rgb, _)| rgb8_to_image(rgb, 64, &device)).collect();
+        // One step: the test is of the gate, not of the refinement.
+        picture_latents(&model, Tensor::cat(images, 0), 1)
+    };
+    let (halves, arrow) = (latents("halves"), latents("arrow"));
+    eprintln!("pixels lost by the round trip: halves {}, arrow {}", halves.far_share, arrow.far_share);
+    assert!(halves.refined, "the VAE turns the orange half red: refine ({})", halves.far_share);
+    assert!(!arrow.refined, "a flat red arrow comes back as it went: keep the encoder's latents ({})", arrow.far_share);
 }

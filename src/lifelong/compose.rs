@@ -43,39 +43,43 @@ pub struct Clause {
 /// would get the same region.
 pub fn layout(prompt: &str, tokens: &[&str]) -> Option<Vec<Clause>> {
     let (prompt, scene) = scene_background(prompt);
-    let prompt = prompt.as_str();
-    let mut found: Vec<(usize, usize)> = tokens.iter().enumerate().map(|(k, t)| prompt.find(t).map(|at| (at, k))).collect::<Option<_>>()?;
-    found.sort_unstable();
+    let found: Vec<(usize, usize)> = tokens.iter().map(|t| prompt.find(t).map(|at| (at, at + t.len()))).collect::<Option<_>>()?;
+    let regions = regions(&prompt, &found)?;
+    let clauses = regions.into_iter().map(|(text, center)| Clause { prompt: one_object(&text, found.len()) + scene.as_deref().unwrap_or(""), center });
+    Some(clauses.collect())
+}
+
+/// One region per subject of `prompt`, the subjects at byte spans `found` (`[start, end)`, in
+/// any order, not overlapping): `(the subject's clause, its region centre)` in the order of
+/// `found`; `None` when two spans overlap or two regions would coincide.
+pub(crate) fn regions(prompt: &str, found: &[(usize, usize)]) -> Option<Vec<(String, [f32; 2])>> {
+    let mut order: Vec<usize> = (0..found.len()).collect();
+    order.sort_unstable_by_key(|&k| found[k].0);
     // Each clause runs from the previous boundary to the next one; a boundary lies between two
-    // tokens, at a relation phrase, else at " and " or a comma, else right after the first token.
+    // subjects, at a relation phrase, else at " and " or a comma, else right after the first.
     let mut texts = Vec::with_capacity(found.len());
     let mut relations = Vec::new();
     let mut start = 0;
-    for pair in found.windows(2) {
-        let (first, second) = (pair[0], pair[1]);
-        let gap_start = first.0 + tokens[first.1].len();
-        // Tokens never overlap (`<name>` forms); should two, no layout rather than a panic.
-        let gap = prompt.get(gap_start..second.0)?;
+    for pair in order.windows(2) {
+        let (first, second) = (found[pair[0]], found[pair[1]]);
+        // Overlapping spans give no layout rather than a panic.
+        let gap = prompt.get(first.1..second.0)?;
         let (cut, resume, relation) = boundary(gap);
-        texts.push(prompt[start..gap_start + cut].trim().to_string());
+        texts.push(prompt[start..first.1 + cut].trim().to_string());
         relations.push(relation);
-        start = gap_start + resume;
+        start = first.1 + resume;
     }
     texts.push(prompt[start..].trim().to_string());
     let centers = centers(&texts, &relations)?;
-    let mut clauses: Vec<(usize, Clause)> = found
-        .iter()
-        .zip(texts.iter().zip(centers))
-        .map(|(&(_, k), (text, center))| (k, Clause { prompt: one_object(text, found.len()) + scene.as_deref().unwrap_or(""), center }))
-        .collect();
-    clauses.sort_by_key(|(k, _)| *k);
-    Some(clauses.into_iter().map(|(_, c)| c).collect())
+    let mut out: Vec<(usize, (String, [f32; 2]))> = order.into_iter().zip(texts.into_iter().zip(centers)).collect();
+    out.sort_by_key(|(k, _)| *k);
+    Some(out.into_iter().map(|(_, r)| r).collect())
 }
 
 /// The scene's background phrase ("on a sand background", or the leading "a sand background
 /// with"), taken out of `prompt` to go into every clause as " on a sand background": one
 /// background for the whole image, in the form the world's one-object captions use.
-fn scene_background(prompt: &str) -> (String, Option<String>) {
+pub(crate) fn scene_background(prompt: &str) -> (String, Option<String>) {
     let words: Vec<&str> = prompt.split_whitespace().collect();
     for i in 2..words.len() {
         if words[i] != "background" {
@@ -197,6 +201,12 @@ const FEATHER: f32 = 0.04;
 /// `[k, 1, h, w]` region weights summing to 1 in every latent cell (see [`FEATHER`]).
 pub fn region_masks(centers: &[[f32; 2]], latent: [usize; 2], device: &Device) -> Tensor<4> {
     let [h, w] = latent;
+    Tensor::from_data(TensorData::new(region_weights(centers, latent), [centers.len(), 1, h, w]), device)
+}
+
+/// [`region_masks`]' values, region-major then row-major.
+pub fn region_weights(centers: &[[f32; 2]], latent: [usize; 2]) -> Vec<f32> {
+    let [h, w] = latent;
     let k = centers.len();
     let mut data = vec![0.0f32; k * h * w];
     for y in 0..h {
@@ -211,7 +221,7 @@ pub fn region_masks(centers: &[[f32; 2]], latent: [usize; 2], device: &Device) -
             }
         }
     }
-    Tensor::from_data(TensorData::new(data, [k, 1, h, w]), device)
+    data
 }
 
 /// The roll `[rows, columns]` that brings a region centre to the centre of a `latent` grid.

@@ -86,6 +86,7 @@ fn attend_options(g: Generation) -> Option<AttendOptions> {
         let mut o = AttendOptions::default();
         if !g.bind {
             o.bind_weight = 0.0;
+            o.orthogonal = 0.0;
         }
         o
     })
@@ -283,10 +284,11 @@ pub fn run_method(
         seconds.push(started.elapsed().as_secs_f32());
         let rate = identify_rate(&Drawer::of(&learner, method)?, concept, &all, options, 100 * k as u64, &mut Vec::new())?;
         progress(format!(
-            "{method:?} lesson {} <{}>: from {:?}, loss {:.4} -> {:.4}, kept step {} {:?}, {:.0} s, identified {:.0}%",
+            "{method:?} lesson {} <{}>: from {:?}{}, loss {:.4} -> {:.4}, kept step {} {:?}, {:.0} s, identified {:.0}%",
             k + 1,
             concept.name,
             report.init_words.iter().map(|(w, e)| format!("{w} {e:.4}")).collect::<Vec<_>>(),
+            report.refined.map_or(String::new(), |share| format!(", latents refined ({:.1}% of pixels lost)", 100.0 * share)),
             report.first_loss,
             report.last_loss,
             report.kept_step,

@@ -9,12 +9,13 @@ use super::lesson::{teach, Example, LessonOptions, LessonProgress, LessonReport,
 use super::protect::accumulate_fisher;
 use super::selfcheck::{best_candidate, signature, SampleOptions, Signature};
 use super::init::{self, Scored};
+use super::invert::picture_latents;
 use super::memory::{bank_score, features, Memory, MemoryItem};
 use super::store::{concept_token, validate_concept_name};
 use crate::error::{Error, Result};
 use crate::world::{prompt_at, SceneKind, Split};
 use crate::loader::LoadedModel;
-use crate::pipeline::{encode_latents, image_to_rgb8, GenerateOptions, Pipeline};
+use crate::pipeline::{image_to_rgb8, GenerateOptions, Pipeline};
 
 /// How a lesson protects what was learned before: L2DM and its ablations, and the baselines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -176,7 +177,7 @@ impl Learner {
         self.check_method(method)?;
         let token = concept_token(name);
         let token_id = self.trainer.model.tokenizer.add_token(&token)?;
-        let new = self.examples(&token, pictures)?;
+        let (new, refined) = self.examples(&token, pictures, options.refine_steps)?;
         let replay = self.replay();
         let teacher = (!replay.is_empty()).then(|| self.adapter.frozen(&self.trainer.device));
         let (init, ranked) = self.initial_embedding(&token, &new, options)?;
@@ -194,6 +195,7 @@ impl Learner {
             report
         };
         report.init_words = ranked.into_iter().take(3).map(|s| (s.word, s.error)).collect();
+        report.refined = refined;
         if method == Method::Ewc {
             accumulate_fisher(&self.trainer, &mut self.adapter, &new, 8, options.seed ^ 0xF15)?;
         }
@@ -281,21 +283,29 @@ impl Learner {
         Ok(report)
     }
 
-    pub fn examples(&self, token: &str, pictures: &[Picture]) -> Result<Vec<Example>> {
-        let vae = &self.trainer.model;
+    /// The lesson's examples: each picture's latents (refined by `refine_steps` decoder steps
+    /// when the VAE's round trip loses the pictures, see `invert`) with its prompt; and the share
+    /// of pixels the round trip lost when the latents were refined. Pictures must already be at
+    /// the model's resolution.
+    pub fn examples(&self, token: &str, pictures: &[Picture], refine_steps: usize) -> Result<(Vec<Example>, Option<f32>)> {
+        let model = &self.trainer.model;
         let [h, w] = Pipeline::new(self.base.clone(), self.device.clone()).image_size();
-        pictures
+        let mut images = Vec::with_capacity(pictures.len());
+        for p in pictures {
+            let [b, c, ph, pw] = p.image.dims();
+            if b != 1 || c != 3 || ph != h || pw != w {
+                return Err(Error::InvalidInput(format!("teaching images must be RGB {h}x{w} after resizing, got {:?}", p.image.dims())));
+            }
+            images.push(Tensor::from_data(p.image.to_data(), &self.trainer.device));
+        }
+        // All pictures in one batch: the refinement's decoder passes cost less batched.
+        let found = picture_latents(model, Tensor::cat(images, 0), refine_steps);
+        let examples = pictures
             .iter()
-            .map(|p| {
-                let [b, c, ph, pw] = p.image.dims();
-                if b != 1 || c != 3 || ph != h || pw != w {
-                    return Err(Error::InvalidInput(format!("teaching images must be RGB {h}x{w} after resizing, got {:?}", p.image.dims())));
-                }
-                let image = Tensor::from_data(p.image.to_data(), &self.trainer.device);
-                let latents = encode_latents(vae, image).detach();
-                Ok(Example { latents, prompt: picture_prompt(token, p.words.as_deref()) })
-            })
-            .collect()
+            .enumerate()
+            .map(|(i, p)| Example { latents: found.latents.clone().narrow(0, i, 1), prompt: picture_prompt(token, p.words.as_deref()) })
+            .collect();
+        Ok((examples, found.refined.then_some(found.far_share)))
     }
 
     /// The teaching pictures' subjects, for the lesson's self-check (pictures where nothing

@@ -67,6 +67,9 @@ pub struct LessonOptions {
     /// Start the concept's embedding at the vocabulary word that best explains the pictures
     /// (src/lifelong/init.rs) instead of the mean embedding.
     pub init_search: bool,
+    /// Adam steps that refine the pictures' latents until they decode to the pictures
+    /// (src/lifelong/invert.rs); 0 teaches the encoder's latents.
+    pub refine_steps: usize,
     pub mu: f32,
     /// Base distillation weight `lambda_0`.
     pub distill: f32,
@@ -93,6 +96,7 @@ impl Default for LessonOptions {
             object_weight: 0.0,
             candidates: 1,
             init_search: true,
+            refine_steps: 10,
             // Replaying memory against the noise (mu 1) pulled plain prompts from 50% to 12.5%
             // right (its samples carry guidance's overshoot, which training on them amplifies);
             // distillation toward the teacher keeps them without that (README, "Lessons").
@@ -133,6 +137,9 @@ pub struct LessonReport {
     /// The words the embedding search ranked first (word, denoising error), the first being
     /// where the concept's embedding started; empty when it started at the mean embedding.
     pub init_words: Vec<(String, f32)>,
+    /// When the pictures' latents were refined (src/lifelong/invert.rs): the share of their
+    /// pixels the VAE's round trip had lost.
+    pub refined: Option<f32>,
 }
 
 /// The steps (1-based) at which a lesson of `steps` keeps one of `candidates` states: spread
@@ -292,7 +299,7 @@ pub fn teach(
         }
         progress(LessonProgress { step, total: options.steps, loss: value, distill });
     }
-    Ok(LessonReport { steps: options.steps, first_loss: first, last_loss: last, elastic: elastic.weights(options), candidates, kept_step: options.steps, scores: Vec::new(), init_words: Vec::new() })
+    Ok(LessonReport { steps: options.steps, first_loss: first, last_loss: last, elastic: elastic.weights(options), candidates, kept_step: options.steps, scores: Vec::new(), init_words: Vec::new(), refined: None })
 }
 
 /// The learning rate's share at `step` (1-based) of `steps`: a half cosine from 1 to `end`.

@@ -9,10 +9,12 @@ pub mod store;
 pub mod lesson;
 pub mod learner;
 pub mod memory;
+pub mod orthogonal;
 pub mod protect;
 pub mod selfcheck;
 pub mod state;
 pub mod images;
 pub mod init;
+pub mod invert;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod eval;

@@ -128,14 +128,12 @@ impl BasicTransformerBlock {
         self.ff.forward(self.norm3.forward(x.clone())) + x
     }
 
-    /// [`Self::forward`] that also returns attn2's head-averaged probabilities `[b, n, m]`
-    /// (the same ops; the maps come from `forward_controlled` with `export_probs`).
-    pub fn forward_with_map(&self, x: Tensor<3>, context: &Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+    /// [`Self::forward`] with attn2 under `control` (score bias, exported maps); returns attn2's
+    /// head-averaged probabilities `[b, n, m]` when `control.export_probs`.
+    pub fn forward_controlled(&self, x: Tensor<3>, context: &Tensor<3>, control: &AttentionControl) -> (Tensor<3>, Option<Tensor<3>>) {
         let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
-        let control = AttentionControl { export_probs: true, ..Default::default() };
-        let (attn, probs) = self.attn2.forward_controlled(self.norm2.forward(x.clone()), Some(context), &control);
+        let (attn, probs) = self.attn2.forward_controlled(self.norm2.forward(x.clone()), Some(context), control);
         let x = attn + x;
-        let probs = probs.expect("export_probs returns the probabilities");
         (self.ff.forward(self.norm3.forward(x.clone())) + x, probs)
     }
 }
@@ -145,12 +143,20 @@ impl BasicTransformerBlock {
 #[derive(Debug, Clone, Default)]
 pub struct AttnHook {
     pub grids: Vec<[usize; 2]>,
+    /// A score bias `[b, m, bias_h, bias_w]` every attn2 adds (upsampled to its query grid):
+    /// orthogonal attention's edit, src/lifelong/orthogonal.rs.
+    pub bias: Option<Tensor<4>>,
 }
 
 impl AttnHook {
     /// Collect the maps of every attn2 whose query grid is in `grids`.
     pub fn at(grids: &[[usize; 2]]) -> Self {
-        Self { grids: grids.to_vec() }
+        Self { grids: grids.to_vec(), bias: None }
+    }
+
+    /// Collect nothing; bias every attn2's scores by `bias`.
+    pub fn biased(bias: Tensor<4>) -> Self {
+        Self { grids: Vec::new(), bias: Some(bias) }
     }
 
     pub fn wants(&self, grid: [usize; 2]) -> bool {
@@ -230,10 +236,11 @@ impl Transformer2DModel {
             Projection::Conv(conv) => to_seq(conv.forward(normed)),
             Projection::Linear(lin) => lin.forward(to_seq(normed)),
         };
+        let control = AttentionControl { export_probs: export, bias: hook.bias.clone(), grid: hook.bias.as_ref().map(|_| [h, w]), ..Default::default() };
         for block in &self.transformer_blocks {
-            seq = if export {
-                let (out, probs) = block.forward_with_map(seq, context);
-                maps.push(CrossMap { probs, grid: [h, w] });
+            seq = if export || control.bias.is_some() {
+                let (out, probs) = block.forward_controlled(seq, context, &control);
+                maps.extend(probs.map(|probs| CrossMap { probs, grid: [h, w] }));
                 out
             } else {
                 block.forward(seq, context)

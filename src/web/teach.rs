@@ -46,6 +46,9 @@ struct TeachOptions {
     /// false skips that search and starts at the mean embedding).
     #[serde(default)]
     init_search: Option<bool>,
+    /// Decoder steps that refine the pictures' latents before the lesson (default 10; 0 skips).
+    #[serde(default)]
+    refine_steps: Option<usize>,
     #[serde(default)]
     memory: MemorySettings,
     /// `"l2dm"` (one shared adapter) or `"routed"` (one block per concept); default: what the
@@ -73,6 +76,7 @@ fn default_steps() -> usize {
 
 const MAX_STEPS: usize = 2000;
 const MAX_PICTURES: usize = 8;
+const MAX_REFINE_STEPS: usize = 200;
 /// Side of the concept card's thumbnail.
 const THUMB: usize = 64;
 
@@ -88,6 +92,12 @@ impl TeachOptions {
         }
         let mut lesson = LessonOptions { steps: o.steps, seed: o.seed, ..LessonOptions::default() };
         lesson.init_search = o.init_search.unwrap_or(lesson.init_search);
+        if let Some(r) = o.refine_steps {
+            if r > MAX_REFINE_STEPS {
+                return bad(format!("refineSteps must be between 0 and {MAX_REFINE_STEPS}, got {r}"));
+            }
+            lesson.refine_steps = r;
+        }
         if let Some(b) = o.batch {
             if !(1..=16).contains(&b) {
                 return bad(format!("batch must be between 1 and 16, got {b}"));
