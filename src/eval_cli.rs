@@ -52,6 +52,10 @@ pub struct EvalWorldArgs {
     pub categories: String,
     #[command(flatten)]
     pub tuning: AttendArgs,
+    /// Orthogonal attention's strength on two-object prompts, as `generate` draws them (0: the
+    /// model alone).
+    #[arg(long, default_value_t = lifelong_diffusion::pipeline::GenerateOptions::default().orthogonal)]
+    pub orthogonal: f32,
 }
 
 #[derive(clap::Args)]
@@ -246,7 +250,7 @@ pub fn eval_world(args: EvalWorldArgs) -> Result<()> {
     let images = args.n * categories.len();
     let attend = args.attend.then(|| args.tuning.options()).transpose()?;
     let options =
-        eval::EvalOptions { n: args.n, steps: args.sampling.steps, guidance: args.sampling.guidance, seed: args.sampling.seed, reconstruct: args.reconstruct, attend, categories };
+        eval::EvalOptions { n: args.n, steps: args.sampling.steps, guidance: args.sampling.guidance, seed: args.sampling.seed, reconstruct: args.reconstruct, attend, orthogonal: args.orthogonal, categories };
     let bar = ProgressBar::new(images as u64);
     bar.set_message(format!("{backend:?}"));
     let start = std::time::Instant::now();
@@ -259,7 +263,7 @@ pub fn eval_world(args: EvalWorldArgs) -> Result<()> {
     let rows: Vec<_> = results.iter().map(eval::CategoryResult::to_json).collect();
     println!(
         "{}",
-        serde_json::json!({ "steps": args.sampling.steps, "guidance": args.sampling.guidance, "attend": args.attend, "seconds_per_image": per_image, "categories": rows })
+        serde_json::json!({ "steps": args.sampling.steps, "guidance": args.sampling.guidance, "attend": args.attend, "orthogonal": args.orthogonal, "seconds_per_image": per_image, "categories": rows })
     );
     Ok(())
 }

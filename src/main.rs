@@ -86,15 +86,11 @@ struct AttendArgs {
     attend_unmix: f32,
     #[arg(long, default_value_t = AttendOptions::default().bind_weight)]
     attend_bind: f32,
-    /// Strength of orthogonal attention's edit: each subject's words attend only in its region
-    /// (score bias outside it; 0 turns it off).
-    #[arg(long, default_value_t = AttendOptions::default().orthogonal)]
-    attend_orthogonal: f32,
 }
 
 impl AttendArgs {
     fn options(&self) -> Result<AttendOptions> {
-        let values = [self.attend_scale, self.attend_fraction, self.attend_unmix, self.attend_bind, self.attend_orthogonal];
+        let values = [self.attend_scale, self.attend_fraction, self.attend_unmix, self.attend_bind];
         if values.iter().any(|v| !v.is_finite() || *v < 0.0) || self.attend_fraction > 1.0 {
             return Err(Error::InvalidInput("--attend-* values must be non-negative numbers (--attend-fraction at most 1)".into()));
         }
@@ -104,7 +100,6 @@ impl AttendArgs {
             max_refinement_steps: self.attend_refine,
             unmix_weight: self.attend_unmix,
             bind_weight: self.attend_bind,
-            orthogonal: self.attend_orthogonal,
             ..Default::default()
         })
     }
@@ -224,6 +219,12 @@ struct GenerateArgs {
     no_attend: bool,
     #[command(flatten)]
     tuning: AttendArgs,
+    /// Orthogonal attention's edit on prompts with two or more subjects: each subject's words
+    /// (its shape word or <concept> and their colour and size) attend only in the region the
+    /// prompt's relation or place words give it. Its strength (score bias outside the region);
+    /// 0 turns it off.
+    #[arg(long, default_value_t = GenerateOptions::default().orthogonal)]
+    orthogonal: f32,
     /// Where to write the PNG.
     #[arg(long)]
     out: PathBuf,
@@ -278,6 +279,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         seed: args.seed,
         scheduler,
         init_latents,
+        orthogonal: args.orthogonal,
     };
     let bar = ProgressBar::new(args.steps as u64);
     bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps {elapsed} ({per_sec})").expect("static template").progress_chars("=> "));

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use crate::error::{Error, Result};
 use crate::lifelong::artist::{Artist, AttendOptions, StepReport};
 use crate::lifelong::compose::Composer;
-use crate::lifelong::orthogonal::{bias_map, token_regions};
+use crate::lifelong::orthogonal::{bias_map, token_regions, DEFAULT_STRENGTH};
 use crate::model::attention::AttnHook;
 use crate::loader::LoadedModel;
 use crate::rng::Rng;
@@ -25,11 +25,15 @@ pub struct GenerateOptions {
     /// Unscaled N(0,1) starting noise `[1, latent, h, w]`, as diffusers' `latents=` argument;
     /// `None`: drawn from `seed`.
     pub init_latents: Option<Tensor<4>>,
+    /// Strength of orthogonal attention's edit on prompts with two or more subjects
+    /// (src/lifelong/orthogonal.rs: each subject's words attend only in its region); 0 is off,
+    /// the plain model.
+    pub orthogonal: f32,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { prompt: String::new(), negative_prompt: String::new(), steps: 20, guidance: 7.5, seed: 0, scheduler: None, init_latents: None }
+        Self { prompt: String::new(), negative_prompt: String::new(), steps: 20, guidance: 7.5, seed: 0, scheduler: None, init_latents: None, orthogonal: DEFAULT_STRENGTH }
     }
 }
 
@@ -139,6 +143,9 @@ impl Pipeline {
         if !options.guidance.is_finite() || options.guidance < 0.0 {
             return Err(Error::InvalidInput(format!("guidance must be a non-negative number, got {}", options.guidance)));
         }
+        if !options.orthogonal.is_finite() || options.orthogonal < 0.0 {
+            return Err(Error::InvalidInput(format!("the orthogonal-attention strength must be a non-negative number (0 turns it off), got {}", options.orthogonal)));
+        }
         let mut warnings = Vec::new();
         let cond = self.encode_prompt(&options.prompt, &mut warnings)?;
         // diffusers: guidance_scale > 1 turns classifier-free guidance on.
@@ -153,10 +160,7 @@ impl Pipeline {
             Some(attend) => self.plan_artist(attend, &options.prompt, timesteps.len(), &context)?,
             None => None,
         };
-        let steer = match attend {
-            Some(attend) if attend.orthogonal > 0.0 => self.plan_orthogonal(attend.orthogonal, &options.prompt, &context)?,
-            _ => None,
-        };
+        let steer = if options.orthogonal > 0.0 { self.plan_orthogonal(options.orthogonal, &options.prompt, &context)? } else { None };
         Ok(Denoising { pipeline: self, guidance: options.guidance, cfg, context, scheduler, rng, latents, timesteps, index: 0, warnings, artist, steer, composer: None })
     }
 
@@ -214,7 +218,7 @@ pub struct Denoising<'a> {
     index: usize,
     warnings: Vec<String>,
     artist: Option<ArtistRun>,
-    /// Orthogonal attention's score bias, when the artist asks for it and the prompt has a layout.
+    /// Orthogonal attention's score bias and context, when it is on and the prompt has a layout.
     steer: Option<(AttnHook, Tensor<3>)>,
     composer: Option<Composer>,
 }

@@ -47,9 +47,6 @@ pub struct AttendOptions {
     pub grid: Option<[usize; 2]>,
     /// Off below this many subject nouns.
     pub min_subjects: usize,
-    /// Strength of orthogonal attention's edit (src/lifelong/orthogonal.rs: each subject's words
-    /// attend only in its region); 0 turns it off.
-    pub orthogonal: f32,
 }
 
 impl Default for AttendOptions {
@@ -65,7 +62,6 @@ impl Default for AttendOptions {
             sigma: 0.5,
             grid: None,
             min_subjects: 2,
-            orthogonal: super::orthogonal::DEFAULT_STRENGTH,
         }
     }
 }

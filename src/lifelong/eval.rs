@@ -72,7 +72,8 @@ impl Row {
     }
 }
 
-/// How generation runs for a row: the concept attention artist, and its binding (OA) term.
+/// How generation runs for a row: the concept attention artist's latent updates, and OA at
+/// generation (the artist's binding term and orthogonal attention's edit).
 #[derive(Debug, Clone, Copy)]
 pub struct Generation {
     pub attend: bool,
@@ -81,15 +82,23 @@ pub struct Generation {
     pub compose: bool,
 }
 
-fn attend_options(g: Generation) -> Option<AttendOptions> {
-    g.attend.then(|| {
-        let mut o = AttendOptions::default();
-        if !g.bind {
-            o.bind_weight = 0.0;
-            o.orthogonal = 0.0;
-        }
-        o
-    })
+/// What one image is drawn with: the artist (when on) and orthogonal attention's strength.
+#[derive(Debug, Clone)]
+struct Drawing {
+    attend: Option<AttendOptions>,
+    orthogonal: f32,
+}
+
+impl Drawing {
+    fn of(g: Generation) -> Self {
+        let attend = g.attend.then(|| AttendOptions { bind_weight: if g.bind { AttendOptions::default().bind_weight } else { 0.0 }, ..Default::default() });
+        Self { attend, orthogonal: if g.bind { GenerateOptions::default().orthogonal } else { 0.0 } }
+    }
+
+    /// One-subject probes: neither the artist nor the edit acts on them.
+    fn plain() -> Self {
+        Self { attend: None, orthogonal: GenerateOptions::default().orthogonal }
+    }
 }
 
 /// The VAE's ceiling per concept: the share of `n` pictures of it (teaching-style: varied place,
@@ -139,8 +148,8 @@ fn latent_size(pipeline: &Pipeline) -> [usize; 2] {
     [h, w]
 }
 
-fn generate_rgb(drawer: &Drawer, prompt: &str, seed: u64, options: &LifelongEvalOptions, attend: Option<&AttendOptions>) -> Result<Vec<u8>> {
-    let opts = GenerateOptions { prompt: prompt.into(), steps: options.steps, guidance: options.guidance, seed, ..Default::default() };
+fn generate_rgb(drawer: &Drawer, prompt: &str, seed: u64, options: &LifelongEvalOptions, drawing: &Drawing) -> Result<Vec<u8>> {
+    let opts = GenerateOptions { prompt: prompt.into(), steps: options.steps, guidance: options.guidance, seed, orthogonal: drawing.orthogonal, ..Default::default() };
     let (routed, composer);
     let pipeline = match drawer {
         Drawer::One(p) => p,
@@ -153,7 +162,7 @@ fn generate_rgb(drawer: &Drawer, prompt: &str, seed: u64, options: &LifelongEval
         Drawer::Composed(learner) => Composer::plan(&learner.adapter, &learner.base, prompt, latent_size(pipeline))?,
         _ => None,
     };
-    image_to_rgb8(&pipeline.generate_composed(&opts, attend, composer, &mut |_| {})?.image)
+    image_to_rgb8(&pipeline.generate_composed(&opts, drawing.attend.as_ref(), composer, &mut |_| {})?.image)
 }
 
 /// Identification rate of `concept` over `options.probes` prompts naming it at varied places.
@@ -170,7 +179,7 @@ fn identify_rate(
         let place = Place::ALL[i % Place::ALL.len()];
         let size = Size::ALL[i % 2];
         let prompt = format!("a {} {} {}", size.name(), concept.token(), place.phrase());
-        let rgb = generate_rgb(drawer, &prompt, options.seed ^ salt.wrapping_add(i as u64), options, None)?;
+        let rgb = generate_rgb(drawer, &prompt, options.seed ^ salt.wrapping_add(i as u64), options, &Drawing::plain())?;
         hits += usize::from(best_concept(&rgb, all) == Some(concept.name));
         if options.keep_samples {
             samples.push((prompt, rgb));
@@ -184,7 +193,7 @@ fn two_concept_rate(
     drawer: &Drawer,
     taught: &[NovelConcept],
     options: &LifelongEvalOptions,
-    attend: Option<&AttendOptions>,
+    drawing: &Drawing,
     samples: &mut Vec<(String, Vec<u8>)>,
 ) -> Result<f32> {
     if taught.len() < 2 {
@@ -197,7 +206,7 @@ fn two_concept_rate(
         let (a, b) = (&taught[i % n], &taught[(i + 1 + (i / n) % (n - 1)) % n]);
         let relation = Relation::ALL[i % Relation::ALL.len()];
         let prompt = format!("a {} {} a {}", a.token(), relation.phrase(), b.token());
-        let rgb = generate_rgb(drawer, &prompt, options.seed.wrapping_add(1000 + i as u64), options, attend)?;
+        let rgb = generate_rgb(drawer, &prompt, options.seed.wrapping_add(1000 + i as u64), options, drawing)?;
         hits += usize::from(two_concepts_present_apart(&rgb, a, b));
         if options.keep_samples {
             samples.push((prompt, rgb));
@@ -207,11 +216,11 @@ fn two_concept_rate(
 }
 
 /// Colour binding: two-object world prompts whose both objects come out in their own colours.
-fn binding_rate(drawer: &Drawer, options: &LifelongEvalOptions, attend: Option<&AttendOptions>) -> Result<f32> {
+fn binding_rate(drawer: &Drawer, options: &LifelongEvalOptions, drawing: &Drawing) -> Result<f32> {
     let mut hits = 0;
     for i in 0..options.pairs {
         let prompt = prompt_at(options.seed.wrapping_add(77), i as u64, Split::Train, SceneKind::Pair);
-        let rgb = generate_rgb(drawer, &prompt.caption, options.seed.wrapping_add(2000 + i as u64), options, attend)?;
+        let rgb = generate_rgb(drawer, &prompt.caption, options.seed.wrapping_add(2000 + i as u64), options, drawing)?;
         hits += usize::from(check(&rgb, &prompt.spec)?.color);
     }
     Ok(hits as f32 / options.pairs.max(1) as f32)
@@ -223,7 +232,7 @@ pub fn base_rate(drawer: &Drawer, options: &LifelongEvalOptions) -> Result<f32> 
     let mut hits = 0;
     for i in 0..options.pairs {
         let prompt = prompt_at(options.seed.wrapping_add(99), i as u64, Split::Train, SceneKind::Single);
-        let rgb = generate_rgb(drawer, &prompt.caption, options.seed.wrapping_add(3000 + i as u64), options, None)?;
+        let rgb = generate_rgb(drawer, &prompt.caption, options.seed.wrapping_add(3000 + i as u64), options, &Drawing::plain())?;
         let verdict = check(&rgb, &prompt.spec)?;
         hits += usize::from(verdict.color && verdict.shape);
     }
@@ -307,11 +316,11 @@ pub fn run_method(
     let base_prompts = base_rate(&drawer, options)?;
     let mut rows = Vec::new();
     for (name, g) in variants {
-        let attend = attend_options(*g);
+        let drawing = Drawing::of(*g);
         let mut row_samples = samples.clone();
         let composed = drawer.composing(g.compose);
-        let two = two_concept_rate(composed.as_ref().unwrap_or(&drawer), &taught, options, attend.as_ref(), &mut row_samples)?;
-        let binding = binding_rate(&drawer, options, attend.as_ref())?;
+        let two = two_concept_rate(composed.as_ref().unwrap_or(&drawer), &taught, options, &drawing, &mut row_samples)?;
+        let binding = binding_rate(&drawer, options, &drawing)?;
         rows.push(Row { name: name.clone(), after: after.clone(), last: last.clone(), two_concepts: two, binding, base_prompts, lesson_seconds: seconds.clone(), samples: row_samples });
     }
     Ok(rows)

@@ -19,9 +19,12 @@ use burn::prelude::*;
 use super::artist::find_subjects;
 use super::compose::{region_weights, regions, scene_background};
 
-/// The bias outside a subject's region, in score units. A token's softmax weight falls by
-/// `e^-strength` there; 8 (a factor of ~3000) takes a subject word out of another subject's region
-/// against the built-in model's nearly flat maps.
+/// The bias outside a subject's region, in score units: a token's softmax weight falls by
+/// `e^-strength` there (8: a factor of ~3000). On the built-in model's two-object prompts
+/// (`eval world --n 100 --categories two-object`, 200 prompts) it raised the relation right from
+/// 43% / 50% (seen / held-out) to 59% / 61% and every attribute right from 36% / 41% to 50% /
+/// 51%, colour and both objects within 2 points; 20 and 50 gave the same figures as 8 on 50
+/// prompts. It is on by default (`GenerateOptions::orthogonal`).
 pub const DEFAULT_STRENGTH: f32 = 8.0;
 
 /// The subjects' token positions, clauses and regions in a tokenized prompt.
@@ -89,7 +92,6 @@ pub fn bias_map(regions: &TokenRegions, context_len: usize, grid: [usize; 2], ba
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifelong::artist::AttendOptions;
     use crate::pipeline::{GenerateOptions, Pipeline};
 
     fn spelled(prompt: &str) -> Vec<String> {
@@ -130,17 +132,15 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd1");
         let device = Device::flex();
         let p = Pipeline::new(crate::loader::load(&crate::native::Folder(dir), &device).expect("fixture loads"), device);
-        let run = |orthogonal: f32| {
-            // No latent updates: only the attention edit acts.
-            let attend = AttendOptions { alter_fraction: 0.0, orthogonal, ..Default::default() };
-            let options = GenerateOptions { prompt: "a red circle to the left of a blue square".into(), steps: 3, seed: 3, ..Default::default() };
-            p.generate_with(&options, Some(&attend), &mut |_| {}).unwrap().latents.into_data().try_to_vec::<f32>().unwrap()
-        };
-        let plain = {
-            let options = GenerateOptions { prompt: "a red circle to the left of a blue square".into(), steps: 3, seed: 3, ..Default::default() };
+        let run = |prompt: &str, orthogonal: f32| {
+            let options = GenerateOptions { prompt: prompt.into(), steps: 3, seed: 3, orthogonal, ..Default::default() };
             p.generate(&options, &mut |_| {}).unwrap().latents.into_data().try_to_vec::<f32>().unwrap()
         };
-        assert_eq!(run(0.0), plain, "strength 0 is the plain generation");
-        assert_ne!(run(DEFAULT_STRENGTH), plain, "the edit reaches the cross-attention");
+        let two = "a red circle to the left of a blue square";
+        assert_ne!(run(two, DEFAULT_STRENGTH), run(two, 0.0), "the edit reaches the cross-attention");
+        let one = "a red circle on the left";
+        assert_eq!(run(one, DEFAULT_STRENGTH), run(one, 0.0), "one subject: nothing to edit");
+        let bad = GenerateOptions { prompt: two.into(), orthogonal: f32::NAN, ..Default::default() };
+        assert!(p.generate(&bad, &mut |_| {}).is_err(), "a strength that is not a number is refused");
     }
 }

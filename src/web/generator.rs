@@ -40,6 +40,9 @@ struct Options {
     /// `result.attention` when it is present); ignored until the kernels provide the maps.
     #[serde(default)]
     attention: bool,
+    /// Orthogonal attention's strength on prompts with two or more subjects (0 turns it off).
+    #[serde(default)]
+    orthogonal: Option<f32>,
 }
 
 fn default_steps() -> usize {
@@ -64,6 +67,10 @@ impl Options {
             Some(name) => Some(name.parse::<SchedulerKind>().map_err(|e| WebError::InvalidOptions(e.to_string()))?),
         };
         let _ = o.attention;
+        let orthogonal = o.orthogonal.unwrap_or(GenerateOptions::default().orthogonal);
+        if !orthogonal.is_finite() || orthogonal < 0.0 {
+            return Err(WebError::InvalidOptions(format!("orthogonal must be a non-negative number (0 turns it off), got {orthogonal}")));
+        }
         Ok(GenerateOptions {
             prompt: o.prompt,
             negative_prompt: o.negative,
@@ -72,6 +79,7 @@ impl Options {
             seed: o.seed,
             scheduler,
             init_latents: None,
+            orthogonal,
         })
     }
 }

@@ -30,6 +30,8 @@ pub struct EvalOptions {
     /// Run the concept attention artist (src/lifelong/artist.rs) on prompts with two or more
     /// subjects; `None`: plain generation.
     pub attend: Option<AttendOptions>,
+    /// Orthogonal attention's strength (src/lifelong/orthogonal.rs); 0: the model alone.
+    pub orthogonal: f32,
     /// Which categories to run, in [`CATEGORIES`] order; empty: all four.
     pub categories: Vec<(SceneKind, Split)>,
 }
@@ -124,6 +126,7 @@ pub fn evaluate(pipeline: &Pipeline, options: &EvalOptions, progress: &mut dyn F
                     steps: options.steps,
                     guidance: options.guidance,
                     seed: options.seed.wrapping_add(i as u64),
+                    orthogonal: options.orthogonal,
                     ..Default::default()
                 };
                 let mut run = pipeline.start_with(&generate, options.attend.as_ref())?;
