@@ -173,14 +173,14 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
             "routed" => (
                 Method::Routed,
                 vec![
-                    // Multi-concept prompts compose by region (src/lifelong/compose.rs), as
-                    // `generate --store` does; the artist's latent updates run on top.
-                    (name.to_string(), Generation { compose: true, ..full }),
-                    // OA at generation off (its attention edit, src/lifelong/orthogonal.rs, and the artist's
-                    // binding term), the rest on.
-                    ("routed w/o oa".to_string(), Generation { bind: false, compose: true, ..full }),
-                    ("routed, composed w/o attend".to_string(), Generation { attend: false, bind: false, compose: true }),
-                    ("routed w/o caa".to_string(), Generation { attend: false, bind: false, compose: false }),
+                    // As `generate --store` and the page draw: multi-concept prompts composed by
+                    // region (src/lifelong/compose.rs), orthogonal attention on, no latent updates.
+                    (name.to_string(), Generation { attend: false, bind: true, compose: true }),
+                    ("routed + latent updates".to_string(), Generation { compose: true, ..full }),
+                    // OA at generation off (its attention edit, src/lifelong/orthogonal.rs, and the
+                    // artist's binding term), the rest as the first row.
+                    ("routed w/o oa".to_string(), Generation { attend: false, bind: false, compose: true }),
+                    ("routed w/o caa".to_string(), Generation { attend: false, bind: true, compose: false }),
                 ],
             ),
             "no-tame" => (Method::L2dmNoTame, vec![("l2dm w/o tame".to_string(), full)]),
