@@ -300,6 +300,12 @@ fn generate(args: GenerateArgs) -> Result<()> {
     if let Some(c) = &composer {
         let clauses: Vec<&str> = c.clauses.iter().map(|c| c.prompt.as_str()).collect();
         eprintln!("composing by region: {}", clauses.join(" | "));
+    } else if options.orthogonal > 0.0 {
+        let regions = lifelong_diffusion::lifelong::orthogonal::token_regions(&pipeline.model.tokenizer.tokens(&options.prompt)?);
+        if let Some(r) = regions {
+            let parts: Vec<String> = r.clauses.iter().zip(&r.centers).map(|(c, [x, y])| format!("{c} at ({x:.2}, {y:.2})")).collect();
+            eprintln!("orthogonal attention: {}", parts.join(" | "));
+        }
     }
     let result = run_generation(&pipeline, &options, attend.as_ref(), composer, &bar);
     let seconds = start.elapsed().as_secs_f64();

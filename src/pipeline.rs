@@ -177,14 +177,13 @@ impl Pipeline {
 
     /// Orthogonal attention's edit for `prompt` (src/lifelong/orthogonal.rs), or `None` when it
     /// names fewer than two subjects or gives them no layout.
-    fn plan_orthogonal(&self, strength: f32, prompt: &str, context: &Tensor<3>) -> Result<Option<(AttnHook, Tensor<3>)>> {
+    /// `context` is the batch the UNet will see (negative prompt first under guidance).
+    fn plan_orthogonal(&self, strength: f32, prompt: &str, context: &Tensor<3>) -> Result<Option<AttnHook>> {
         let tokens = self.model.tokenizer.tokens(prompt)?;
         let Some(regions) = token_regions(&tokens) else { return Ok(None) };
         let [_, h, w] = self.latent_shape();
-        let batch = context.dims()[0];
-        let len = self.model.tokenizer.context_length();
-        let bias = bias_map(&regions, len, [h, w], batch, strength, &self.device);
-        Ok(Some((AttnHook::biased(bias), context.clone())))
+        let [batch, len, _] = context.dims();
+        Ok(Some(AttnHook::biased(bias_map(&regions, len, [h, w], batch, strength, &self.device))))
     }
 
     /// Latents -> RGB in [0, 1]: `vae.decode(latents / scaling_factor)`, then `x/2 + 0.5`.
@@ -218,8 +217,8 @@ pub struct Denoising<'a> {
     index: usize,
     warnings: Vec<String>,
     artist: Option<ArtistRun>,
-    /// Orthogonal attention's score bias and context, when it is on and the prompt has a layout.
-    steer: Option<(AttnHook, Tensor<3>)>,
+    /// Orthogonal attention's score bias, when it is on and the prompt has a layout.
+    steer: Option<AttnHook>,
     composer: Option<Composer>,
 }
 
@@ -248,7 +247,7 @@ impl Denoising<'_> {
         let out = match &self.composer {
             Some(composer) => composer.predict(input, t as f32, &self.context),
             None => match &self.steer {
-                Some((hook, context)) => unet.forward_with_maps(input, t as f32, context, hook).0,
+                Some(hook) => unet.forward_with_maps(input, t as f32, &self.context, hook).0,
                 None => unet.forward(input, t as f32, &self.context),
             },
         };

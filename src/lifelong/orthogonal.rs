@@ -32,7 +32,8 @@ pub const DEFAULT_STRENGTH: f32 = 8.0;
 pub struct TokenRegions {
     /// `(token position, region)` of every subject word.
     pub tokens: Vec<(usize, usize)>,
-    /// Each region's clause as a prompt of its own (with the scene's background, if named).
+    /// Each region's clause as a prompt of its own (with the scene's background, if named), for
+    /// reports (`generate` prints them).
     pub clauses: Vec<String>,
     /// Region centres `[x, y]` in `[0, 1]`.
     pub centers: Vec<[f32; 2]>,
