@@ -297,16 +297,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let concepts_in_prompt = tokens.iter().filter(|t| options.prompt.contains(t.as_str())).count();
     let by_default = concepts_in_prompt >= 2 && composer.is_none() && !args.no_attend;
     let attend = (args.attend || by_default).then(|| args.tuning.options()).transpose()?;
-    if let Some(c) = &composer {
-        let clauses: Vec<&str> = c.clauses.iter().map(|c| c.prompt.as_str()).collect();
-        eprintln!("composing by region: {}", clauses.join(" | "));
-    } else if options.orthogonal > 0.0 {
-        let regions = lifelong_diffusion::lifelong::orthogonal::token_regions(&pipeline.model.tokenizer.tokens(&options.prompt)?);
-        if let Some(r) = regions {
-            let parts: Vec<String> = r.clauses.iter().zip(&r.centers).map(|(c, [x, y])| format!("{c} at ({x:.2}, {y:.2})")).collect();
-            eprintln!("orthogonal attention: {}", parts.join(" | "));
-        }
-    }
+    print_layout(&pipeline, &options, composer.as_ref())?;
     let result = run_generation(&pipeline, &options, attend.as_ref(), composer, &bar);
     let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
@@ -325,6 +316,21 @@ fn generate(args: GenerateArgs) -> Result<()> {
         native::write_tensor(path, "final_latents", &generation.latents)?;
     }
     eprintln!("wrote {} ({} steps in {seconds:.3} s, {:.1} ms/step, on {backend:?})", args.out.display(), args.steps, seconds * 1000.0 / args.steps.max(1) as f64);
+    Ok(())
+}
+
+/// Says how the prompt's subjects are laid out: the regions composition draws, else the regions
+/// orthogonal attention keeps their words in.
+fn print_layout(pipeline: &Pipeline, options: &GenerateOptions, composer: Option<&lifelong_diffusion::lifelong::compose::Composer>) -> Result<()> {
+    if let Some(c) = composer {
+        let clauses: Vec<&str> = c.clauses.iter().map(|c| c.prompt.as_str()).collect();
+        eprintln!("composing by region: {}", clauses.join(" | "));
+    } else if options.orthogonal > 0.0 {
+        if let Some(r) = lifelong_diffusion::lifelong::orthogonal::token_regions(&pipeline.model.tokenizer.tokens(&options.prompt)?) {
+            let parts: Vec<String> = r.clauses.iter().zip(&r.centers).map(|(c, [x, y])| format!("{c} at ({x:.2}, {y:.2})")).collect();
+            eprintln!("orthogonal attention: {}", parts.join(" | "));
+        }
+    }
     Ok(())
 }
 
