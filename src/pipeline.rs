@@ -156,44 +156,39 @@ impl Pipeline {
         let mut rng = Rng::new(options.seed);
         let latents = self.initial_latents(options, &mut rng)?.mul_scalar(scheduler.init_noise_sigma());
         let timesteps = scheduler.timesteps().to_vec();
+        // The prompt's token strings, once, for whichever of the artist and the edit is on.
+        let tokens = if attend.is_some() || options.orthogonal > 0.0 { self.model.tokenizer.tokens(&options.prompt)? } else { Vec::new() };
         let artist = match attend {
-            Some(attend) => self.plan_artist(attend, &options.prompt, timesteps.len(), &context)?,
+            Some(attend) => self.plan_artist(attend, &tokens, timesteps.len(), &context)?,
             None => None,
         };
-        let steer = if options.orthogonal > 0.0 { self.plan_orthogonal(options.orthogonal, &options.prompt, &context)? } else { None };
+        let steer = if options.orthogonal > 0.0 { self.plan_orthogonal(options.orthogonal, &tokens, &context) } else { None };
         Ok(Denoising { pipeline: self, guidance: options.guidance, cfg, context, scheduler, rng, latents, timesteps, index: 0, warnings, artist, steer, composer: None })
     }
 
-    /// The artist for `prompt`, or `None` when it names too few subjects; `context` ends with the
+    /// The artist for the prompt's `tokens`, or `None` when it names too few subjects; `context` ends with the
     /// prompt's own embedding (after the negative one under guidance).
-    fn plan_artist(&self, attend: &AttendOptions, prompt: &str, steps: usize, context: &Tensor<3>) -> Result<Option<ArtistRun>> {
-        let tokens = self.model.tokenizer.tokens(prompt)?;
+    fn plan_artist(&self, attend: &AttendOptions, tokens: &[String], steps: usize, context: &Tensor<3>) -> Result<Option<ArtistRun>> {
         let [_, h, w] = self.latent_shape();
         let context_len = self.model.tokenizer.context_length();
-        let Some(artist) = Artist::plan(attend, &tokens, context_len, steps, &self.model.unet, [h, w])? else { return Ok(None) };
+        let Some(artist) = Artist::plan(attend, tokens, context_len, steps, &self.model.unet, [h, w])? else { return Ok(None) };
         let b = context.dims()[0];
         Ok(Some(ArtistRun { artist, cond: context.clone().narrow(0, b - 1, 1), reports: Vec::new() }))
     }
 
-    /// Orthogonal attention's edit for `prompt` (src/lifelong/orthogonal.rs), or `None` when it
-    /// names fewer than two subjects or gives them no layout.
+    /// Orthogonal attention's edit for the prompt's `tokens` (src/lifelong/orthogonal.rs), or
+    /// `None` when it names fewer than two subjects or gives them no layout.
     /// `context` is the batch the UNet will see (negative prompt first under guidance).
-    fn plan_orthogonal(&self, strength: f32, prompt: &str, context: &Tensor<3>) -> Result<Option<AttnHook>> {
-        let tokens = self.model.tokenizer.tokens(prompt)?;
-        let Some(regions) = token_regions(&tokens) else { return Ok(None) };
+    fn plan_orthogonal(&self, strength: f32, tokens: &[String], context: &Tensor<3>) -> Option<AttnHook> {
+        let regions = token_regions(tokens)?;
         let [_, h, w] = self.latent_shape();
         let [batch, len, _] = context.dims();
-        Ok(Some(AttnHook::biased(bias_map(&regions, len, [h, w], batch, strength, &self.device))))
+        Some(AttnHook::biased(bias_map(&regions, len, [h, w], batch, strength, &self.device)))
     }
 
-    /// Latents -> RGB in [0, 1]: `vae.decode(latents / scaling_factor)`, then `x/2 + 0.5`.
+    /// Latents -> RGB in [0, 1]: [`decode_latents`], then `x/2 + 0.5`.
     pub fn decode(&self, latents: Tensor<4>) -> Tensor<4> {
-        let cfg = &self.model.vae_config;
-        let mut z = latents.div_scalar(cfg.scaling_factor);
-        if let Some(shift) = cfg.shift_factor {
-            z = z.add_scalar(shift);
-        }
-        self.model.vae.decode(z).div_scalar(2.0).add_scalar(0.5).clamp(0.0, 1.0)
+        decode_latents(&self.model, latents).div_scalar(2.0).add_scalar(0.5).clamp(0.0, 1.0)
     }
 
     /// RGB in [0, 1] `[1, 3, H, W]` -> latents as the UNet sees them (the inverse of [`Self::decode`],
@@ -319,6 +314,17 @@ pub fn encode_text(model: &LoadedModel, text: &str, device: &Device, warnings: &
     let n = encoded.ids.len();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(encoded.ids, [1, n]), device);
     Ok(model.text_encoder.forward(ids))
+}
+
+/// The inverse of [`encode_latents`]: `vae.decode(latents / scaling_factor + shift)`, the image
+/// in [-1, 1], unclamped (differentiable w.r.t. the latents on an autodiff device).
+pub fn decode_latents(model: &LoadedModel, latents: Tensor<4>) -> Tensor<4> {
+    let cfg = &model.vae_config;
+    let mut z = latents.div_scalar(cfg.scaling_factor);
+    if let Some(shift) = cfg.shift_factor {
+        z = z.add_scalar(shift);
+    }
+    model.vae.decode(z)
 }
 
 /// [`Pipeline::encode`] for any loaded model (lessons encode on their autodiff device).

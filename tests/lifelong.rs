@@ -14,7 +14,7 @@ use lifelong_diffusion::lifelong::protect::orthogonality;
 use lifelong_diffusion::lifelong::state;
 use lifelong_diffusion::loader;
 use lifelong_diffusion::native::Folder;
-use lifelong_diffusion::pipeline::encode_latents;
+use lifelong_diffusion::pipeline::{decode_latents, encode_latents};
 use lifelong_diffusion::rng::Rng;
 
 fn learner() -> Learner {
@@ -303,7 +303,7 @@ fn a_concept_starts_at_the_word_that_best_explains_its_pictures() {
 
 /// Squared error between `images` and what the model's decoder makes of `latents`.
 fn decode_error(model: &loader::LoadedModel, latents: Tensor<4>, images: Tensor<4>) -> f32 {
-    let decoded = model.vae.decode(latents.div_scalar(model.vae_config.scaling_factor));
+    let decoded = decode_latents(model, latents);
     values((decoded - images.mul_scalar(2.0).sub_scalar(1.0)).square().mean())[0]
 }
 

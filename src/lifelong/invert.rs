@@ -22,7 +22,7 @@
 use burn::prelude::*;
 
 use crate::loader::LoadedModel;
-use crate::pipeline::encode_latents;
+use crate::pipeline::{decode_latents, encode_latents};
 
 /// Share of the pictures' pixels (all pictures together) that must come back [`FAR`] off after
 /// an encode-decode round trip for the refinement to run.
@@ -56,21 +56,11 @@ pub fn picture_latents(model: &LoadedModel, images: Tensor<4>, steps: usize) -> 
         return PictureLatents { latents: encoded, far_share: 0.0, refined: false };
     }
     let target = images.mul_scalar(2.0).sub_scalar(1.0);
-    let far_share = far_share(decode(model, encoded.clone()).detach(), target.clone());
+    let far_share = far_share(decode_latents(model, encoded.clone()).detach(), target.clone());
     if far_share <= REFINE_FROM {
         return PictureLatents { latents: encoded, far_share, refined: false };
     }
     PictureLatents { latents: refine(model, encoded, target, steps), far_share, refined: true }
-}
-
-/// The VAE decoder on scaled latents, output in [-1, 1] (unclamped).
-fn decode(model: &LoadedModel, latents: Tensor<4>) -> Tensor<4> {
-    let cfg = &model.vae_config;
-    let mut z = latents.div_scalar(cfg.scaling_factor);
-    if let Some(shift) = cfg.shift_factor {
-        z = z.add_scalar(shift);
-    }
-    model.vae.decode(z)
 }
 
 /// Share of pixels of `decoded` (in [-1, 1], clamped here) farther than [`FAR`] from `target`.
@@ -84,7 +74,7 @@ fn refine(model: &LoadedModel, encoded: Tensor<4>, target: Tensor<4>, steps: usi
     let mut z = encoded.clone().require_grad();
     let (mut m, mut v) = (encoded.zeros_like(), encoded.zeros_like());
     for step in 1..=steps {
-        let loss = (decode(model, z.clone()) - target.clone()).powf_scalar(2.0).mean();
+        let loss = (decode_latents(model, z.clone()) - target.clone()).powf_scalar(2.0).mean();
         let Some(grad) = z.grad(&loss.backward()) else { return encoded };
         // The gradient comes back off the autodiff graph; bring it onto z's device as data.
         let g = Tensor::<4>::from_data(grad.to_data(), &z.device());

@@ -183,7 +183,7 @@ impl Trainer {
     /// Noised latents, the regression target and the timesteps for `x0` `[b, c, h, w]`.
     pub(super) fn noise(&self, x0: Tensor<4>, rng: &mut Rng) -> (Tensor<4>, Tensor<4>, Vec<f32>) {
         let [b, ..] = x0.dims();
-        let t: Vec<usize> = (0..b).map(|_| (rng.uniform() * self.alphas_cumprod.len() as f64) as usize % self.alphas_cumprod.len()).collect();
+        let t: Vec<usize> = (0..b).map(|_| (rng.uniform() * self.timesteps() as f64) as usize % self.timesteps()).collect();
         self.noise_at(x0, &t, rng)
     }
 
