@@ -288,6 +288,9 @@ impl Learner {
     /// of pixels the round trip lost when the latents were refined. Pictures must already be at
     /// the model's resolution.
     pub fn examples(&self, token: &str, pictures: &[Picture], refine_steps: usize) -> Result<(Vec<Example>, Option<f32>)> {
+        if pictures.is_empty() {
+            return Ok((Vec::new(), None));
+        }
         let model = &self.trainer.model;
         let [h, w] = Pipeline::new(self.base.clone(), self.device.clone()).image_size();
         let mut images = Vec::with_capacity(pictures.len());
