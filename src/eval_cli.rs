@@ -175,8 +175,9 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
                 vec![
                     // As `generate --store` and the page draw: multi-concept prompts composed by
                     // region (src/lifelong/compose.rs), orthogonal attention on, no latent updates.
+                    // (The artist's latent updates have no row: composition draws every step on
+                    // the parts' own latents, where they do not act; src/pipeline.rs.)
                     (name.to_string(), Generation { attend: false, bind: true, compose: true }),
-                    ("routed + latent updates".to_string(), Generation { compose: true, ..full }),
                     // OA at generation off (its attention edit, src/lifelong/orthogonal.rs, and the
                     // artist's binding term), the rest as the first row.
                     ("routed w/o oa".to_string(), Generation { attend: false, bind: false, compose: true }),

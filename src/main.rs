@@ -298,6 +298,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let by_default = concepts_in_prompt >= 2 && composer.is_none() && !args.no_attend;
     let attend = (args.attend || by_default).then(|| args.tuning.options()).transpose()?;
     print_layout(&pipeline, &options, composer.as_ref())?;
+    if composer.as_ref().is_some_and(|c| c.private_share >= 1.0) && attend.is_some() {
+        eprintln!("note: --attend's latent updates do not act on a composed prompt (each concept draws on latents of its own); --no-attend draws it uncomposed");
+    }
     let result = run_generation(&pipeline, &options, attend.as_ref(), composer, &bar);
     let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
@@ -343,7 +346,7 @@ fn run_generation(
     bar: &ProgressBar,
 ) -> Result<(lifelong_diffusion::pipeline::Generation, Vec<lifelong_diffusion::lifelong::artist::StepReport>)> {
     let mut run = pipeline.start_with(options, attend)?;
-    run.set_composer(composer);
+    run.set_composer(composer)?;
     while let Some(p) = run.step()? {
         bar.set_position(p.step as u64);
     }

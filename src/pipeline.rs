@@ -4,13 +4,17 @@
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::lifelong::artist::{Artist, AttendOptions, StepReport};
+use crate::lifelong::artist::{Artist, AttendOptions};
 use crate::lifelong::compose::Composer;
 use crate::lifelong::orthogonal::{bias_map, token_regions, DEFAULT_STRENGTH};
 use crate::model::attention::AttnHook;
 use crate::loader::LoadedModel;
 use crate::rng::Rng;
 use crate::scheduler::{self, SchedulerKind};
+
+mod denoising;
+use denoising::ArtistRun;
+pub use denoising::Denoising;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -128,7 +132,7 @@ impl Pipeline {
         progress: &mut dyn FnMut(StepProgress),
     ) -> Result<Generation> {
         let mut run = self.start_with(options, attend)?;
-        run.set_composer(composer);
+        run.set_composer(composer)?;
         while let Some(step) = run.step()? {
             progress(step);
         }
@@ -163,7 +167,7 @@ impl Pipeline {
             None => None,
         };
         let steer = if options.orthogonal > 0.0 { self.plan_orthogonal(options.orthogonal, &tokens, &context) } else { None };
-        Ok(Denoising { pipeline: self, guidance: options.guidance, cfg, context, scheduler, rng, latents, timesteps, index: 0, warnings, artist, steer, composer: None })
+        Ok(Denoising { pipeline: self, guidance: options.guidance, cfg, context, scheduler, rng, latents, timesteps, index: 0, warnings, artist, steer, composer: None, private: None })
     }
 
     /// The artist for the prompt's `tokens`, or `None` when it names too few subjects; `context` ends with the
@@ -195,112 +199,6 @@ impl Pipeline {
     /// with the posterior's mean): `(vae.encode(2x - 1).mean - shift) * scaling_factor`.
     pub fn encode(&self, image: Tensor<4>) -> Tensor<4> {
         encode_latents(&self.model, image)
-    }
-}
-
-/// A generation in progress: the text is encoded and the noise drawn; each [`Denoising::step`]
-/// runs one scheduler step (UNet, guidance, scheduler update).
-pub struct Denoising<'a> {
-    pipeline: &'a Pipeline,
-    guidance: f32,
-    cfg: bool,
-    context: Tensor<3>,
-    scheduler: Box<dyn scheduler::Scheduler>,
-    rng: Rng,
-    latents: Tensor<4>,
-    timesteps: Vec<f64>,
-    index: usize,
-    warnings: Vec<String>,
-    artist: Option<ArtistRun>,
-    /// Orthogonal attention's score bias, when it is on and the prompt has a layout.
-    steer: Option<AttnHook>,
-    composer: Option<Composer>,
-}
-
-/// The artist of a generation in progress, the prompt's own text, and what it did so far.
-struct ArtistRun {
-    artist: Artist,
-    cond: Tensor<3>,
-    reports: Vec<StepReport>,
-}
-
-impl Denoising<'_> {
-    /// Number of denoising steps.
-    pub fn total(&self) -> usize {
-        self.timesteps.len()
-    }
-
-    /// Runs the next step; `None` once every step has run.
-    pub fn step(&mut self) -> Result<Option<StepProgress<'_>>> {
-        let Some(&t) = self.timesteps.get(self.index) else { return Ok(None) };
-        let i = self.index;
-        self.run_artist(i, t)?;
-        let latents = self.latents.clone();
-        let input = if self.cfg { Tensor::cat(vec![latents.clone(), latents.clone()], 0) } else { latents.clone() };
-        let input = self.scheduler.scale_model_input(input, i);
-        let unet = &self.pipeline.model.unet;
-        let out = match &self.composer {
-            Some(composer) => composer.predict(input, t as f32, &self.context),
-            None => match &self.steer {
-                Some(hook) => unet.forward_with_maps(input, t as f32, &self.context, hook).0,
-                None => unet.forward(input, t as f32, &self.context),
-            },
-        };
-        let guided = if self.cfg {
-            let mut halves = out.chunk(2, 0);
-            let text = halves.pop().expect("two halves");
-            let uncond = halves.pop().expect("two halves");
-            uncond.clone() + (text - uncond).mul_scalar(self.guidance)
-        } else {
-            out
-        };
-        let noise = self.scheduler.needs_noise().then(|| {
-            let dims = latents.dims();
-            Tensor::from_data(TensorData::new(self.rng.normal_vec(dims.iter().product()), dims), &self.pipeline.device)
-        });
-        self.latents = self.scheduler.step(guided, i, latents, noise)?;
-        self.index += 1;
-        Ok(Some(StepProgress { step: self.index, total: self.timesteps.len(), timestep: t, latents: &self.latents }))
-    }
-
-    /// Draws the remaining steps with `composer`'s noise prediction (routed concepts each in its
-    /// own region, src/lifelong/compose.rs); `None` goes back to the pipeline's model.
-    pub fn set_composer(&mut self, composer: Option<Composer>) {
-        self.composer = composer;
-    }
-
-    /// What the concept attention artist did, one report per step it ran (empty without it).
-    pub fn artist_reports(&self) -> &[StepReport] {
-        self.artist.as_ref().map_or(&[], |run| run.reports.as_slice())
-    }
-
-    /// Whether the concept attention artist runs for this generation.
-    pub fn artist_active(&self) -> bool {
-        self.artist.is_some()
-    }
-
-    /// Edits the latents before step `i` when the artist runs there.
-    fn run_artist(&mut self, i: usize, t: f64) -> Result<()> {
-        let Some(run) = self.artist.as_mut().filter(|run| run.artist.active(i)) else { return Ok(()) };
-        // The scheduler's model-input scale at this step (1 for DDIM, 1/sqrt(sigma^2+1) for Euler).
-        let one = Tensor::<4>::ones([1, 1, 1, 1], &self.pipeline.device);
-        let scale = self.scheduler.scale_model_input(one, i).into_scalar::<f32>();
-        let unet = &self.pipeline.model.unet;
-        let (latents, report) = run.artist.alter(unet, self.latents.clone(), i, t as f32, scale, &run.cond)?;
-        self.latents = latents;
-        run.reports.push(report);
-        Ok(())
-    }
-
-    /// The final latents without decoding them (replay memory keeps latents, not images).
-    pub fn finish_latents(self) -> Tensor<4> {
-        self.latents
-    }
-
-    /// Decodes the final latents (call after the last step).
-    pub fn finish(self) -> Generation {
-        let image = self.pipeline.decode(self.latents.clone());
-        Generation { latents: self.latents, image, warnings: self.warnings }
     }
 }
 

@@ -11,14 +11,15 @@ fn prompts(clauses: &[Clause]) -> Vec<&str> {
 #[test]
 fn a_relation_places_both_clauses() {
     let c = layout("a <a> to the left of a <b>", &["<a>", "<b>"]).expect("layout");
-    assert_eq!(prompts(&c), ["a large <a> in the center", "a large <b> in the center"]);
+    // Without a background of the prompt's, every clause names the same one.
+    assert_eq!(prompts(&c), ["a large <a> in the center on a gray background", "a large <b> in the center on a gray background"]);
     assert_eq!([c[0].center, c[1].center], [[0.25, 0.5], [0.75, 0.5]]);
     let c = layout("a small <a> above a <b>", &["<a>", "<b>"]).expect("layout");
-    assert_eq!(prompts(&c), ["a small <a> in the center", "a large <b> in the center"], "a size the user gives stays");
+    assert_eq!(prompts(&c), ["a small <a> in the center on a gray background", "a large <b> in the center on a gray background"], "a size the user gives stays");
     assert!(c[0].center[1] < c[1].center[1], "above is higher in the image");
     // Tokens given in another order than the prompt names them: clauses follow `tokens`.
     let c = layout("a <a> below an <b>", &["<b>", "<a>"]).expect("layout");
-    assert_eq!(prompts(&c), ["a large <b> in the center", "a large <a> in the center"]);
+    assert_eq!(prompts(&c), ["a large <b> in the center on a gray background", "a large <a> in the center on a gray background"]);
     assert!(c[0].center[1] < c[1].center[1], "<b> is above <a>");
     // The background is the scene's: every clause gets it.
     let c = layout("a <a> to the right of a <b> on a sand background", &["<a>", "<b>"]).expect("layout");
@@ -31,14 +32,14 @@ fn a_relation_places_both_clauses() {
 #[test]
 fn own_places_win_and_plain_lists_go_left_to_right() {
     let c = layout("a <a> at the bottom and a <b> at the top", &["<a>", "<b>"]).expect("layout");
-    assert_eq!(prompts(&c), ["a large <a> in the center", "a large <b> in the center"]);
+    assert_eq!(prompts(&c), ["a large <a> in the center on a gray background", "a large <b> in the center on a gray background"]);
     assert_eq!([c[0].center, c[1].center], [[0.5, 0.75], [0.5, 0.25]]);
     let c = layout("a <a>, a <b> and a <c>", &["<a>", "<b>", "<c>"]).expect("layout");
-    assert_eq!(prompts(&c), ["a <a> in the center", "a <b> in the center", "a <c> in the center"], "three regions: no size added");
+    assert_eq!(prompts(&c), ["a <a> in the center on a gray background", "a <b> in the center on a gray background", "a <c> in the center on a gray background"], "three regions: no size added");
     assert!(c[0].center[0] < c[1].center[0] && c[1].center[0] < c[2].center[0]);
     // Without a relation or a separator the second clause starts after the first token.
     let c = layout("a <a> next to a <b>", &["<a>", "<b>"]).expect("layout");
-    assert_eq!(prompts(&c), ["a large <a> in the center", "next to a large <b> in the center"]);
+    assert_eq!(prompts(&c), ["a large <a> in the center on a gray background", "next to a large <b> in the center on a gray background"]);
 }
 
 #[test]

@@ -195,7 +195,7 @@ fn routed_lessons_isolate_concepts_and_leave_plain_prompts_alone() {
     assert!(composed.iter().all(|v| v.is_finite()));
     assert!(gap(&composed, &summed) > 1e-4, "each region draws with its own block, not the summed ones");
     let prompts: Vec<&str> = composer.clauses.iter().map(|c| c.prompt.as_str()).collect();
-    assert_eq!(prompts, ["a large <one> in the center", "a large <two> in the center"]);
+    assert_eq!(prompts, ["a large <one> in the center on a gray background", "a large <two> in the center on a gray background"]);
     // Deep inside the left half the prediction is <one>'s block alone on its clause, on the
     // latents rolled two columns right (its region's centre to the image's) and rolled back;
     // inside the right half <two>'s, rolled the other way.
@@ -345,4 +345,37 @@ fn only_pictures_the_built_in_vae_loses_are_refined() {
     eprintln!("pixels lost by the round trip: halves {}, arrow {}", halves.far_share, arrow.far_share);
     assert!(halves.refined, "the VAE turns the orange half red: refine ({})", halves.far_share);
     assert!(!arrow.refined, "a flat red arrow comes back as it went: keep the encoder's latents ({})", arrow.far_share);
+}
+
+/// The composer's private steps (MultiDiffusion's bootstrapping, src/lifelong/compose.rs): while
+/// they run, each region is its own concept's one-object drawing, whatever the other region
+/// names; with the regions sharing the latents from the first step, the other concept reaches in.
+#[test]
+fn private_steps_draw_each_region_from_its_own_concept_alone() {
+    let mut l = learner();
+    let options = LessonOptions { steps: 3, lr_lora: 1e-2, ..LessonOptions::default() };
+    for (name, at) in [("one", (4, 4)), ("two", (30, 20)), ("three", (10, 38))] {
+        l.lesson(name, &[picture(at.0, at.1)], Method::Routed, &options, &MemoryOptions::default(), &mut |_| {}).expect("lesson");
+    }
+    let left_region = |other: &str, share: f32| {
+        let prompt = format!("a <one> to the left of a <{other}>");
+        let pipeline = l.pipeline_for(&prompt).expect("pipeline");
+        let [_, h, w] = pipeline.latent_shape();
+        let mut composer = Composer::plan(&l.adapter, &l.base, &prompt, [h, w]).expect("plan").expect("composes");
+        composer.private_share = share;
+        let options = lifelong_diffusion::pipeline::GenerateOptions { prompt, steps: 4, seed: 3, ..Default::default() };
+        let mut run = pipeline.start(&options).expect("start");
+        run.set_composer(Some(composer)).expect("composer");
+        while run.step().expect("step").is_some() {}
+        // The leftmost eighth of the columns: deep inside the left region, where the other
+        // region's weight is below 1e-4 (compose::FEATHER).
+        values(run.finish_latents().narrow(3, 0, (w / 8).max(1)))
+    };
+    let gap = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let (private_two, private_three) = (left_region("two", 1.0), left_region("three", 1.0));
+    let (shared_two, shared_three) = (left_region("two", 0.0), left_region("three", 0.0));
+    eprintln!("left region, <two> vs <three> on the right: private {}, shared {}", gap(&private_two, &private_three), gap(&shared_two, &shared_three));
+    assert!(private_two.iter().all(|v| v.is_finite()));
+    assert!(gap(&private_two, &private_three) < 1e-3, "private steps: the left region is <one>'s alone");
+    assert!(gap(&shared_two, &shared_three) > 1e-3, "shared latents: the right region's concept reaches the left");
 }

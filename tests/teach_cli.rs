@@ -133,7 +133,7 @@ fn a_routed_store_uses_a_concept_only_where_the_prompt_names_it() {
     ok(teach(&store, "pet", &images, "2").args(["--method", "routed"]).output().unwrap());
     let both = "a <toy> to the left of a <pet>";
     let log = generate_with(&store, both, &dir.join("both.png"), "--attend");
-    assert!(log.contains("composing by region: a large <toy> in the center | a large <pet> in the center"), "{log}");
+    assert!(log.contains("composing by region: a large <toy> in the center on a gray background | a large <pet> in the center on a gray background"), "{log}");
     let log = generate_with(&store, both, &dir.join("default.png"), "--orthogonal=8");
     assert!(log.contains("composing") && !log.contains("attend: step"), "composed by default, without the latent updates: {log}");
     let log = generate_prompt(&store, both, &dir.join("summed.png"));

@@ -6,18 +6,25 @@
 //!
 //! So the prompt is split into one clause per concept, and the image into one region per clause,
 //! laid out by the prompt's own words: a relation between two concepts ("to the left of",
-//! "above") or each clause's place ("on the left"), else left to right in the order named. At
-//! every step each concept's block predicts the noise from its own one-object prompt (its clause,
-//! "large" when it names no size and two regions share the image, "in the center"), on the
-//! latents shifted so that its region's centre is the image's centre (the world model reads
-//! "in the center" but not "at the top": README, issue 4), shifted back; each region takes its
-//! concept's prediction, blended across a soft border. This is MultiDiffusion's fusion of
-//! region-wise predictions (Bar-Tal et al. 2023, eq. 5) with shifted views in place of crops, as
-//! Mix-of-Show's regionally controllable sampling does for separately taught concepts (Gu et al.
-//! 2023, sec. 3.3). The shift, the size word and the border width were chosen on four taught
+//! "above") or each clause's place ("on the left"), else left to right in the order named. Each
+//! concept's block draws its own one-object prompt (its clause, "large" when it names no size and
+//! two regions share the image, "in the center", and the scene's background: the prompt's, else
+//! [`DEFAULT_BACKGROUND`]) on latents shifted so that its region's centre is the image's centre
+//! (the world model reads "in the center" but not "at the top": README, issue 4); each region
+//! takes its concept's drawing, shifted back and blended across a soft border. During the first
+//! [`Composer::private_share`] of the steps (by default all) each block denoises latents of its
+//! own ([`PrivateViews`]), so each concept comes out as its one-object prompt draws it; after
+//! them every block predicts on the shared latents. This is MultiDiffusion's fusion of
+//! region-wise predictions (Bar-Tal et al. 2023, eq. 5) with shifted views in place of crops and
+//! its bootstrapping phase (sec. 4.1) run to the end, as Mix-of-Show's regionally controllable
+//! sampling does for separately taught concepts (Gu et al. 2023, sec. 3.3). On the eight taught
+//! concepts of README "Lessons" (64 two-concept prompts, 2026-11-27, session 14): shared latents
+//! from the first step composed 11 of 32, private views without a shared background 31 of 64,
+//! with one 52 of 64. The shift, the size word and the border width were chosen on four taught
 //! concepts (crescent, arrow, hourglass, chevron; 16-32 pairs each): place words alone, no size
 //! word, "small", hard borders and a wider border each composed fewer pairs (session note of
-//! 2026-11-27 on issue 5).
+//! 2026-11-27 on issue 5); with private views no size word composed 38 of 64 and region centres
+//! a fifth of the image from its edges 51 of 64.
 
 use burn::prelude::*;
 
@@ -26,6 +33,7 @@ use crate::error::Result;
 use crate::loader::LoadedModel;
 use crate::model::unet::UNet2DConditionModel;
 use crate::pipeline::encode_text;
+use crate::scheduler::Scheduler;
 use crate::world::{Place, Relation, Size};
 
 /// One concept's share of a prompt: the text that describes it, and where it goes.
@@ -38,14 +46,22 @@ pub struct Clause {
     pub center: [f32; 2],
 }
 
+/// The background every clause names when the prompt names none. The regions are drawn apart
+/// ([`PrivateViews`]), so each concept's block would otherwise pick its own (one region on
+/// night, the other on sand: the eight taught concepts composed 31 of 64 pairs so, 52 of 64 on
+/// one named background; session note of 2026-11-27 on issue 5). Gray is the world's neutral one
+/// and a plain studio backdrop for real checkpoints; a background the prompt names wins.
+pub const DEFAULT_BACKGROUND: &str = "gray";
+
 /// Splits `prompt` at the concepts' tokens (in `tokens`, each occurring in the prompt) into one
 /// clause per concept, in the order of `tokens`; `None` when a token is missing or two clauses
 /// would get the same region.
 pub fn layout(prompt: &str, tokens: &[&str]) -> Option<Vec<Clause>> {
     let (prompt, scene) = scene_background(prompt);
+    let scene = scene.unwrap_or_else(|| format!(" on a {DEFAULT_BACKGROUND} background"));
     let found: Vec<(usize, usize)> = tokens.iter().map(|t| prompt.find(t).map(|at| (at, at + t.len()))).collect::<Option<_>>()?;
     let regions = regions(&prompt, &found)?;
-    let clauses = regions.into_iter().map(|(text, center)| Clause { prompt: one_object(&text, found.len()) + scene.as_deref().unwrap_or(""), center });
+    let clauses = regions.into_iter().map(|(text, center)| Clause { prompt: one_object(&text, found.len()) + &scene, center });
     Some(clauses.collect())
 }
 
@@ -247,6 +263,24 @@ pub struct Composer {
     parts: Vec<Part>,
     /// The clauses, in the order of the concepts' indices in the adapter (for reports and tests).
     pub clauses: Vec<Clause>,
+    /// Share of the steps during which each part denoises latents of its own ([`PrivateViews`]).
+    pub private_share: f32,
+}
+
+/// [`Composer::private_share`]'s default.
+pub const PRIVATE_SHARE: f32 = 1.0;
+
+/// Each part's own latents and sampler for the first steps: MultiDiffusion's bootstrapping
+/// (Bar-Tal et al. 2023, sec. 4.1), which lets each region's object form against a background of
+/// its own before the regions see each other. Here a part's own background is its own
+/// one-object scene, so for those steps each concept is drawn as a one-object prompt draws it, in
+/// its view, and the image takes each region from its part; from then on every part sees the
+/// shared latents ([`Composer::predict`]) and the regions settle into one picture.
+pub struct PrivateViews {
+    latents: Vec<Tensor<4>>,
+    schedulers: Vec<Box<dyn Scheduler>>,
+    /// The steps they run for.
+    pub steps: usize,
 }
 
 impl Composer {
@@ -273,7 +307,50 @@ impl Composer {
             let shift = shift_to_center(clause.center, latent);
             parts.push(Part { unet: model.unet, cond, mask: masks.clone().narrow(0, k, 1), shift });
         }
-        Ok(Some(Self { parts, clauses }))
+        Ok(Some(Self { parts, clauses, private_share: PRIVATE_SHARE }))
+    }
+
+    /// The parts' own latents for the first `private_share` of `total` steps, each the shared
+    /// `latents` in its view, each with a fresh sampler from `sampler`; `None` for no such step.
+    pub fn private_views(&self, latents: &Tensor<4>, total: usize, sampler: &dyn Fn() -> Result<Box<dyn Scheduler>>) -> Result<Option<PrivateViews>> {
+        let steps = (self.private_share.clamp(0.0, 1.0) * total as f32).round() as usize;
+        if steps == 0 {
+            return Ok(None);
+        }
+        let latents = self.parts.iter().map(|p| roll(latents.clone(), p.shift)).collect();
+        let schedulers = self.parts.iter().map(|_| sampler()).collect::<Result<_>>()?;
+        Ok(Some(PrivateViews { latents, schedulers, steps }))
+    }
+
+    /// Step `i` of every part on its own latents (`guide` turns a UNet output into the guided
+    /// prediction, `noise` is the step's noise in image coordinates). Returns the regions' blend
+    /// of the guided predictions (for the shared sampler's history) and of the parts' new latents
+    /// (the image so far; equal to the shared sampler's step on the first for DDIM and Euler,
+    /// which are linear in the prediction).
+    pub fn step_private(
+        &self,
+        views: &mut PrivateViews,
+        i: usize,
+        t: f32,
+        context: &Tensor<3>,
+        guide: &dyn Fn(Tensor<4>) -> Tensor<4>,
+        noise: Option<&Tensor<4>>,
+    ) -> Result<(Tensor<4>, Tensor<4>)> {
+        let (mut prediction, mut image) = (None, None);
+        for (k, part) in self.parts.iter().enumerate() {
+            let own = views.latents[k].clone();
+            let batch = context.dims()[0];
+            let input = if batch == 2 { Tensor::cat(vec![own.clone(), own.clone()], 0) } else { own.clone() };
+            let input = views.schedulers[k].scale_model_input(input, i);
+            let guided = guide(part.unet.forward(input, t, &part_context(context, &part.cond)));
+            let noise = noise.map(|n| roll(n.clone(), part.shift));
+            views.latents[k] = views.schedulers[k].step(guided.clone(), i, own, noise)?;
+            let mask = part.mask.clone().cast(guided.dtype());
+            let add = |acc: Option<Tensor<4>>, x: Tensor<4>| Some(acc.map_or(x.clone() * mask.clone(), |a| a + x * mask.clone()));
+            prediction = add(prediction, unroll(guided, part.shift));
+            image = add(image, unroll(views.latents[k].clone(), part.shift));
+        }
+        Ok((prediction.expect("a composer has parts"), image.expect("a composer has parts")))
     }
 
     /// The noise prediction for `input` (`[2, c, h, w]`: negative then prompt under guidance,
@@ -284,15 +361,30 @@ impl Composer {
     /// (Taking the negative half from the model without blocks instead composed 0 of 32 pairs:
     /// guidance then multiplies each block's whole drift.)
     pub fn predict(&self, input: Tensor<4>, t: f32, context: &Tensor<3>) -> Tensor<4> {
-        let batch = input.dims()[0];
         let mut result = input.zeros_like();
         for part in &self.parts {
-            let context = if batch == 2 { Tensor::cat(vec![context.clone().narrow(0, 0, 1), part.cond.clone()], 0) } else { part.cond.clone() };
-            let [dy, dx] = part.shift;
-            let view = input.clone().roll_dim(dy, 2).roll_dim(dx, 3);
-            let own = part.unet.forward(view, t, &context).roll_dim(-dy, 2).roll_dim(-dx, 3);
+            let own = unroll(part.unet.forward(roll(input.clone(), part.shift), t, &part_context(context, &part.cond)), part.shift);
             result = result + own * part.mask.clone().cast(input.dtype());
         }
         result
     }
+}
+
+/// A part's text batch: the shared negative prompt's encoding under guidance, then its clause's.
+fn part_context(context: &Tensor<3>, cond: &Tensor<3>) -> Tensor<3> {
+    if context.dims()[0] == 2 {
+        Tensor::cat(vec![context.clone().narrow(0, 0, 1), cond.clone()], 0)
+    } else {
+        cond.clone()
+    }
+}
+
+/// Image coordinates -> a part's view (its region's centre at the image's centre).
+fn roll(x: Tensor<4>, [dy, dx]: [isize; 2]) -> Tensor<4> {
+    x.roll_dim(dy, 2).roll_dim(dx, 3)
+}
+
+/// A part's view -> image coordinates.
+fn unroll(x: Tensor<4>, [dy, dx]: [isize; 2]) -> Tensor<4> {
+    x.roll_dim(-dy, 2).roll_dim(-dx, 3)
 }

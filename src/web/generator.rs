@@ -270,7 +270,7 @@ async fn run(pipeline: &Pipeline, options: &GenerateOptions, composer: Option<Co
     // The one-object clauses each region was drawn from (empty when nothing was composed).
     let regions: js_sys::Array = composer.iter().flat_map(|c| c.clauses.iter()).map(|c| JsValue::from_str(&c.prompt)).collect();
     let mut run = pipeline.start(options)?;
-    run.set_composer(composer);
+    run.set_composer(composer).map_err(WebError::Model)?;
     let mut last = start;
     let mut steps_ms = 0.0;
     loop {

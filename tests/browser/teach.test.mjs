@@ -273,7 +273,7 @@ test('a routed lesson: `<name>` draws with its own block, plain prompts draw exa
     for (let i = 0; i < Math.min(a.length, b.length); i++) gap = Math.max(gap, Math.abs(a[i] - b[i]));
     return { regions: first.regions, again: again.regions, bytes: first.png.size, gap };
   }, { ...GEN, prompt: 'a <ldroute> above a <ldpair>' });
-  assert.deepEqual(regions.regions, ['a large <ldroute> in the center', 'a large <ldpair> in the center']);
+  assert.deepEqual(regions.regions, ['a large <ldroute> in the center on a gray background', 'a large <ldpair> in the center on a gray background']);
   assert.deepEqual(regions.again, regions.regions);
   assert.ok(regions.bytes > 0);
   assert.ok(regions.gap <= 2, `a reused plan draws what the first plan drew (largest pixel gap ${regions.gap})`);

@@ -1,0 +1,158 @@
+//! A generation in progress ([`Denoising`]): one scheduler step at a time, with the artist's
+//! latent updates, orthogonal attention's bias and the composer's regions when they are on.
+
+use burn::prelude::*;
+
+use super::{Generation, Pipeline, StepProgress};
+use crate::error::Result;
+use crate::lifelong::artist::{Artist, StepReport};
+use crate::lifelong::compose::{Composer, PrivateViews};
+use crate::model::attention::AttnHook;
+use crate::rng::Rng;
+use crate::scheduler;
+
+/// A generation in progress: the text is encoded and the noise drawn; each [`Denoising::step`]
+/// runs one scheduler step (UNet, guidance, scheduler update).
+pub struct Denoising<'a> {
+    pub(super) pipeline: &'a Pipeline,
+    pub(super) guidance: f32,
+    pub(super) cfg: bool,
+    pub(super) context: Tensor<3>,
+    pub(super) scheduler: Box<dyn scheduler::Scheduler>,
+    pub(super) rng: Rng,
+    pub(super) latents: Tensor<4>,
+    pub(super) timesteps: Vec<f64>,
+    pub(super) index: usize,
+    pub(super) warnings: Vec<String>,
+    pub(super) artist: Option<ArtistRun>,
+    /// Orthogonal attention's score bias, when it is on and the prompt has a layout.
+    pub(super) steer: Option<AttnHook>,
+    pub(super) composer: Option<Composer>,
+    /// The composer's parts' own latents while they run ([`Composer::private_views`]).
+    pub(super) private: Option<PrivateViews>,
+}
+
+/// Classifier-free guidance: `uncond + guidance * (text - uncond)` over the batch's two halves
+/// (negative prompt first); the output itself without guidance.
+fn guided(out: Tensor<4>, cfg: bool, guidance: f32) -> Tensor<4> {
+    if !cfg {
+        return out;
+    }
+    let mut halves = out.chunk(2, 0);
+    let text = halves.pop().expect("two halves");
+    let uncond = halves.pop().expect("two halves");
+    uncond.clone() + (text - uncond).mul_scalar(guidance)
+}
+
+/// The artist of a generation in progress, the prompt's own text, and what it did so far.
+pub(super) struct ArtistRun {
+    pub(super) artist: Artist,
+    pub(super) cond: Tensor<3>,
+    pub(super) reports: Vec<StepReport>,
+}
+
+impl Denoising<'_> {
+    /// Number of denoising steps.
+    pub fn total(&self) -> usize {
+        self.timesteps.len()
+    }
+
+    /// Runs the next step; `None` once every step has run.
+    pub fn step(&mut self) -> Result<Option<StepProgress<'_>>> {
+        let Some(&t) = self.timesteps.get(self.index) else { return Ok(None) };
+        let i = self.index;
+        // While the composer's parts draw on latents of their own, the image is theirs: the
+        // artist's edit of it would be overwritten, so it waits for the shared steps.
+        if !self.private.as_ref().is_some_and(|views| i < views.steps) {
+            self.run_artist(i, t)?;
+        }
+        let latents = self.latents.clone();
+        // Drawn before the UNet runs (the private views step with it too); the draws' order is unchanged.
+        let noise = self.scheduler.needs_noise().then(|| {
+            let dims = latents.dims();
+            Tensor::from_data(TensorData::new(self.rng.normal_vec(dims.iter().product()), dims), &self.pipeline.device)
+        });
+        let (cfg, guidance) = (self.cfg, self.guidance);
+        let guide = move |out: Tensor<4>| guided(out, cfg, guidance);
+        let private = match (&self.composer, self.private.as_mut()) {
+            (Some(composer), Some(views)) if i < views.steps => Some(composer.step_private(views, i, t as f32, &self.context, &guide, noise.as_ref())?),
+            _ => None,
+        };
+        let (prediction, image) = match private {
+            Some((prediction, image)) => (prediction, Some(image)),
+            None => (guide(self.predict(latents.clone(), i, t)), None),
+        };
+        self.latents = self.scheduler.step(prediction, i, latents, noise)?;
+        // The parts' own latents are the image during their steps (the shared sampler's step gives
+        // the same for DDIM and Euler; this keeps the others exact too).
+        if let Some(image) = image {
+            self.latents = image;
+        }
+        self.index += 1;
+        Ok(Some(StepProgress { step: self.index, total: self.timesteps.len(), timestep: t, latents: &self.latents }))
+    }
+
+    /// Draws the remaining steps with `composer`'s noise prediction (routed concepts each in its
+    /// own region, src/lifelong/compose.rs); `None` goes back to the pipeline's model. Set before
+    /// the first step, the composer's parts first draw on latents of their own
+    /// ([`Composer::private_views`]).
+    pub fn set_composer(&mut self, composer: Option<Composer>) -> Result<()> {
+        self.private = match (&composer, self.index) {
+            (Some(c), 0) => {
+                let (config, kind, total) = (&self.pipeline.model.scheduler_config, Some(self.scheduler.kind()), self.timesteps.len());
+                c.private_views(&self.latents, total, &|| Ok(scheduler::create(config, kind, total)?))?
+            }
+            _ => None,
+        };
+        self.composer = composer;
+        Ok(())
+    }
+
+    /// The UNet's output for step `i` on the shared `latents` (both halves under guidance).
+    fn predict(&self, latents: Tensor<4>, i: usize, t: f64) -> Tensor<4> {
+        let input = if self.cfg { Tensor::cat(vec![latents.clone(), latents], 0) } else { latents };
+        let input = self.scheduler.scale_model_input(input, i);
+        let unet = &self.pipeline.model.unet;
+        match &self.composer {
+            Some(composer) => composer.predict(input, t as f32, &self.context),
+            None => match &self.steer {
+                Some(hook) => unet.forward_with_maps(input, t as f32, &self.context, hook).0,
+                None => unet.forward(input, t as f32, &self.context),
+            },
+        }
+    }
+
+    /// What the concept attention artist did, one report per step it ran (empty without it).
+    pub fn artist_reports(&self) -> &[StepReport] {
+        self.artist.as_ref().map_or(&[], |run| run.reports.as_slice())
+    }
+
+    /// Whether the concept attention artist runs for this generation.
+    pub fn artist_active(&self) -> bool {
+        self.artist.is_some()
+    }
+
+    /// Edits the latents before step `i` when the artist runs there.
+    fn run_artist(&mut self, i: usize, t: f64) -> Result<()> {
+        let Some(run) = self.artist.as_mut().filter(|run| run.artist.active(i)) else { return Ok(()) };
+        // The scheduler's model-input scale at this step (1 for DDIM, 1/sqrt(sigma^2+1) for Euler).
+        let one = Tensor::<4>::ones([1, 1, 1, 1], &self.pipeline.device);
+        let scale = self.scheduler.scale_model_input(one, i).into_scalar::<f32>();
+        let unet = &self.pipeline.model.unet;
+        let (latents, report) = run.artist.alter(unet, self.latents.clone(), i, t as f32, scale, &run.cond)?;
+        self.latents = latents;
+        run.reports.push(report);
+        Ok(())
+    }
+
+    /// The final latents without decoding them (replay memory keeps latents, not images).
+    pub fn finish_latents(self) -> Tensor<4> {
+        self.latents
+    }
+
+    /// Decodes the final latents (call after the last step).
+    pub fn finish(self) -> Generation {
+        let image = self.pipeline.decode(self.latents.clone());
+        Generation { latents: self.latents, image, warnings: self.warnings }
+    }
+}
