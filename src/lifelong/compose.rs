@@ -19,8 +19,9 @@
 //! its bootstrapping phase (sec. 4.1) run to the end, as Mix-of-Show's regionally controllable
 //! sampling does for separately taught concepts (Gu et al. 2023, sec. 3.3). On the eight taught
 //! concepts of README "Lessons" (64 two-concept prompts, 2026-11-27, session 14): shared latents
-//! from the first step composed 11 of 32, private views without a shared background 31 of 64,
-//! with one 52 of 64. The shift, the size word and the border width were chosen on four taught
+//! from the first step composed 19 of 64, private views without a shared background 31 of 64,
+//! with one 52 of 64, and with one for the first 80% of the steps, then shared, 25 of 64 (the
+//! shared steps mottle what the regions drew apart). The shift, the size word and the border width were chosen on four taught
 //! concepts (crescent, arrow, hourglass, chevron; 16-32 pairs each): place words alone, no size
 //! word, "small", hard borders and a wider border each composed fewer pairs (session note of
 //! 2026-11-27 on issue 5); with private views no size word composed 38 of 64 and region centres
