@@ -1,0 +1,85 @@
+//! Moving two privately drawn concepts apart before their regions are joined. Drawn each on
+//! latents of its own ([`super::PrivateViews`]) for every step, a concept is a finished one-object
+//! picture on the shared background, centred in its view; joined at fixed region centres, two
+//! wide objects ("large", as the clauses ask) can meet at the border and read as one. So the
+//! objects are found in their final latents (the cells far from the background, estimated from
+//! the view's outer ring) and, when their boxes come closer than [`GAP`] cells along the axis that
+//! separates the regions, each moves outward (a roll: its view holds only background beyond the
+//! object) as far as its own margin to the image's edge allows; the border between the regions
+//! goes to the middle of the gap. On the eight taught concepts of README "Lessons" (64
+//! two-concept prompts, 2026-11-27, session 14): 52 composed without moving, 62 with (the ten
+//! gained were wide shapes, ell, chevron, dome, meeting at the border).
+
+use burn::prelude::*;
+
+/// Free latent cells wanted between two objects (4 pixels of the built-in model).
+pub const GAP: isize = 1;
+
+/// A cell belongs to the object when its latent is farther from the background's than this share
+/// of the view's farthest cell.
+const OBJECT_SHARE: f32 = 0.35;
+
+/// The object's box in a view `[1, c, h, w]`: `[row0, row1, col0, col1]`, inclusive; `None` when
+/// no cell stands out.
+pub fn object_box(view: &Tensor<4>) -> Option<[isize; 4]> {
+    let [_, c, h, w] = view.dims();
+    let values: Vec<f32> = view.clone().into_data().convert::<f32>().try_to_vec::<f32>().ok()?;
+    let at = |ch: usize, y: usize, x: usize| values[(ch * h + y) * w + x];
+    let ring: Vec<(usize, usize)> = (0..h).flat_map(|y| (0..w).map(move |x| (y, x))).filter(|&(y, x)| y == 0 || x == 0 || y == h - 1 || x == w - 1).collect();
+    let background: Vec<f32> = (0..c).map(|ch| ring.iter().map(|&(y, x)| at(ch, y, x)).sum::<f32>() / ring.len() as f32).collect();
+    let distance: Vec<f32> = (0..h * w).map(|i| (0..c).map(|ch| (at(ch, i / w, i % w) - background[ch]).powi(2)).sum::<f32>().sqrt()).collect();
+    let far = distance.iter().copied().fold(0.0f32, f32::max);
+    if !(far > 0.0) {
+        return None;
+    }
+    let cells: Vec<usize> = (0..h * w).filter(|&i| distance[i] > OBJECT_SHARE * far).collect();
+    let rows = cells.iter().map(|&i| (i / w) as isize);
+    let cols = cells.iter().map(|&i| (i % w) as isize);
+    Some([rows.clone().min()?, rows.max()?, cols.clone().min()?, cols.max()?])
+}
+
+/// How far to move the first and the second object along one axis (`-first`, `+second`) so
+/// that `[a0, a1]` (the first, nearer the axis' start) and `[b0, b1]` are [`GAP`] cells apart,
+/// each within `[0, n)`: `(first, second)`, both >= 0; what the margins do not allow is left out.
+pub fn moves([a0, a1]: [isize; 2], [b0, b1]: [isize; 2], n: isize) -> (isize, isize) {
+    let deficit = GAP + 1 - (b0 - a1);
+    if deficit <= 0 {
+        return (0, 0);
+    }
+    let (room_a, room_b) = (a0.max(0), (n - 1 - b1).max(0));
+    let first = room_a.min((deficit + 1) / 2);
+    let second = room_b.min(deficit - first);
+    let first = room_a.min(deficit - second);
+    (first, second)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_move_apart_within_their_margins() {
+        assert_eq!(moves([1, 6], [9, 14], 16), (0, 0), "two free cells between: already apart");
+        assert_eq!(moves([1, 6], [8, 13], 16), (0, 0), "one free cell: apart");
+        assert_eq!(moves([2, 7], [8, 13], 16), (1, 0), "touching: one cell makes the gap");
+        assert_eq!(moves([2, 8], [8, 13], 16), (1, 1), "sharing a cell: one cell each way");
+        assert_eq!(moves([0, 7], [7, 12], 16), (0, 2), "no room before the first: the second moves alone");
+        assert_eq!(moves([0, 7], [7, 15], 16), (0, 0), "no room on either side: left as drawn");
+    }
+
+    #[test]
+    fn the_object_is_what_stands_out_from_the_ring() {
+        let (c, h, w) = (4, 8, 8);
+        let mut v = vec![0.5f32; c * h * w];
+        for ch in 0..c {
+            for y in 2..5 {
+                for x in 3..7 {
+                    v[(ch * h + y) * w + x] = -1.0 + ch as f32;
+                }
+            }
+        }
+        let view = Tensor::<4>::from_data(TensorData::new(v, [1, c, h, w]), &Device::flex());
+        assert_eq!(object_box(&view), Some([2, 4, 3, 6]));
+        assert_eq!(object_box(&Tensor::<4>::zeros([1, c, h, w], &Device::flex())), None, "a blank view has no object");
+    }
+}
