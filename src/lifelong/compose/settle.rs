@@ -12,6 +12,8 @@
 
 use burn::prelude::*;
 
+use super::{region_masks, unroll, Clause, Part};
+
 /// Free latent cells wanted between two objects (4 pixels of the built-in model).
 pub const GAP: isize = 1;
 
@@ -51,6 +53,43 @@ pub fn moves([a0, a1]: [isize; 2], [b0, b1]: [isize; 2], n: isize) -> (isize, is
     let second = room_b.min(deficit - first);
     let first = room_a.min(deficit - second);
     (first, second)
+}
+
+/// The finished image of two parts whose objects were moved apart ([`moves`]), the border
+/// between their regions in the middle of the gap; `None` for other than two parts or when no
+/// object is found.
+pub(super) fn settled(parts: &[Part], clauses: &[Clause], latents: &[Tensor<4>]) -> Option<Tensor<4>> {
+    let ([a, b], [ca, cb]) = (<&[Part; 2]>::try_from(parts).ok()?, <&[Clause; 2]>::try_from(clauses).ok()?);
+    let [_, _, h, w] = latents[0].dims();
+    // The axis that separates the two regions (0: rows, 1: columns) and the centres'
+    // coordinate along it (`center` is [x, y]).
+    let axis = usize::from((ca.center[0] - cb.center[0]).abs() >= (ca.center[1] - cb.center[1]).abs());
+    let coord = 1 - axis;
+    // An object's extent along the axis in image cells (a view's cell v is the image's v - shift).
+    let extent = |k: usize, part: &Part| object_box(&latents[k]).map(|bx| [bx[2 * axis] - part.shift[axis], bx[2 * axis + 1] - part.shift[axis]]);
+    let (ea, eb) = (extent(0, a)?, extent(1, b)?);
+    let a_first = ca.center[coord] <= cb.center[coord];
+    let (lo, hi) = if a_first { (ea, eb) } else { (eb, ea) };
+    let n = [h, w][axis] as isize;
+    let (back, forth) = moves(lo, hi, n);
+    let border = ((lo[1] - back + 1) + (hi[0] + forth)) as f32 / (2 * n) as f32;
+    let (lo_k, hi_k) = if a_first { (0, 1) } else { (1, 0) };
+    let mut centers = [ca.center, cb.center];
+    centers[lo_k][coord] = border - 0.25;
+    centers[hi_k][coord] = border + 0.25;
+    let mut displacement = [0isize; 2];
+    displacement[lo_k] = -back;
+    displacement[hi_k] = forth;
+    let masks = region_masks(&centers, [h, w], &latents[0].device());
+    let mut image: Option<Tensor<4>> = None;
+    for (k, part) in [a, b].into_iter().enumerate() {
+        // Displaced by d in the image, the view's cell v lands on v - (shift - d).
+        let mut shift = part.shift;
+        shift[axis] -= displacement[k];
+        let placed = unroll(latents[k].clone(), shift) * masks.clone().narrow(0, k, 1).cast(latents[k].dtype());
+        image = Some(image.map_or(placed.clone(), |acc| acc + placed));
+    }
+    image
 }
 
 #[cfg(test)]
