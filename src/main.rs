@@ -351,6 +351,7 @@ fn run_generation(
         bar.set_position(p.step as u64);
     }
     let reports = run.artist_reports().to_vec();
+    run.settle_now()?;
     Ok((run.finish(), reports))
 }
 

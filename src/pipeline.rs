@@ -136,6 +136,7 @@ impl Pipeline {
         while let Some(step) = run.step()? {
             progress(step);
         }
+        run.settle_now()?;
         Ok(run.finish())
     }
 

@@ -22,11 +22,11 @@
 //! concepts of README "Lessons" (64 two-concept prompts, 2026-11-27, session 14): shared latents
 //! from the first step composed 19 of 64, private views without a shared background 31 of 64,
 //! with one 52 of 64, and with one for the first 80% of the steps, then shared, 25 of 64 (the
-//! shared steps mottle what the regions drew apart). The shift, the size word and the border width were chosen on four taught
-//! concepts (crescent, arrow, hourglass, chevron; 16-32 pairs each): place words alone, no size
-//! word, "small", hard borders and a wider border each composed fewer pairs (session note of
-//! 2026-11-27 on issue 5); with private views no size word composed 38 of 64 and region centres
-//! a fifth of the image from its edges 51 of 64.
+//! shared steps mottle what the regions drew apart). The shift, the size word and the border
+//! width were chosen on four taught concepts (crescent, arrow, hourglass, chevron; 16-32 pairs
+//! each): place words alone, no size word, "small", hard borders and a wider border each composed
+//! fewer pairs (session note of 2026-11-27 on issue 5); with private views no size word composed
+//! 38 of 64 and region centres a fifth of the image from its edges 51 of 64.
 
 use burn::prelude::*;
 
@@ -36,9 +36,9 @@ use crate::loader::LoadedModel;
 use crate::model::unet::UNet2DConditionModel;
 use crate::pipeline::encode_text;
 use crate::scheduler::Scheduler;
+use crate::world::{Place, Relation, Size};
 
 pub mod settle;
-use crate::world::{Place, Relation, Size};
 
 /// One concept's share of a prompt: the text that describes it, and where it goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,8 +278,9 @@ pub const PRIVATE_SHARE: f32 = 1.0;
 /// (Bar-Tal et al. 2023, sec. 4.1), which lets each region's object form against a background of
 /// its own before the regions see each other. Here a part's own background is its own
 /// one-object scene, so for those steps each concept is drawn as a one-object prompt draws it, in
-/// its view, and the image takes each region from its part; from then on every part sees the
-/// shared latents ([`Composer::predict`]) and the regions settle into one picture.
+/// its view, and the image takes each region from its part; after them every part sees the
+/// shared latents ([`Composer::predict`]), which blends the regions into one picture (by
+/// default they run to the end: the shared steps mottled what the regions drew apart).
 pub struct PrivateViews {
     latents: Vec<Tensor<4>>,
     schedulers: Vec<Box<dyn Scheduler>>,
@@ -356,11 +357,20 @@ impl Composer {
             prediction = add(prediction, unroll(guided, part.shift));
             image = add(image, unroll(views.latents[k].clone(), part.shift));
         }
-        let image = match views.last && i + 1 == views.steps {
-            true => settle::settled(&self.parts, &self.clauses, &views.latents).or(image),
-            false => image,
-        };
         Ok((prediction.expect("a composer has parts"), image.expect("a composer has parts")))
+    }
+
+    /// The parts' finished latents when their objects may still move apart ([`settle`]): the
+    /// views ran every step, and there are two. The caller reads them back (asynchronously where
+    /// the device cannot block, as WebGPU) and hands their values to [`Composer::settled`].
+    pub fn to_settle(&self, views: &PrivateViews, done: usize) -> Option<Vec<Tensor<4>>> {
+        (views.last && done >= views.steps && self.parts.len() == 2).then(|| views.latents.clone())
+    }
+
+    /// The image with the two objects moved apart, from [`Composer::to_settle`]'s latents and
+    /// their values read back; `None` when no object is found or nothing is to settle.
+    pub fn settled(&self, views: &PrivateViews, values: &[Vec<f32>]) -> Option<Tensor<4>> {
+        settle::settled(&self.parts, &self.clauses, &views.latents, values)
     }
 
     /// The noise prediction for `input` (`[2, c, h, w]`: negative then prompt under guidance,

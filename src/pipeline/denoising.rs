@@ -145,6 +145,37 @@ impl Denoising<'_> {
         Ok(())
     }
 
+    /// The composer's finished parts, when their objects may still move apart
+    /// (src/lifelong/compose/settle.rs): after the last step of a composition whose parts drew on
+    /// latents of their own throughout. Read their values back (asynchronously on WebGPU) and
+    /// pass them to [`Self::settle`]; [`Self::settle_now`] does both where reading can block.
+    pub fn to_settle(&self) -> Option<Vec<Tensor<4>>> {
+        let (composer, views) = (self.composer.as_ref()?, self.private.as_ref()?);
+        composer.to_settle(views, self.index).filter(|_| self.index >= self.timesteps.len())
+    }
+
+    /// Moves the composed objects apart given [`Self::to_settle`]'s latents' `values`
+    /// (channel-major, one list per part); leaves the image as drawn when no object is found.
+    pub fn settle(&mut self, values: &[Vec<f32>]) {
+        let (Some(composer), Some(views)) = (self.composer.as_ref(), self.private.as_ref()) else { return };
+        if let Some(image) = composer.settled(views, values) {
+            self.latents = image;
+        }
+        // Once: a second call would move the objects again from the parts' latents.
+        self.private = None;
+    }
+
+    /// [`Self::to_settle`] and [`Self::settle`] with a blocking read-back (native backends).
+    pub fn settle_now(&mut self) -> Result<()> {
+        let Some(parts) = self.to_settle() else { return Ok(()) };
+        let values = parts
+            .into_iter()
+            .map(|t| t.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| crate::error::Error::InvalidInput(format!("reading the composed latents back: {e:?}"))))
+            .collect::<Result<Vec<_>>>()?;
+        self.settle(&values);
+        Ok(())
+    }
+
     /// The final latents without decoding them (replay memory keeps latents, not images).
     pub fn finish_latents(self) -> Tensor<4> {
         self.latents

@@ -295,6 +295,15 @@ async fn run(pipeline: &Pipeline, options: &GenerateOptions, composer: Option<Co
         // A throwing callback must not abort the generation; the page only loses one update.
         let _ = on_progress.call1(&JsValue::NULL, &progress);
     }
+    // Composed objects move apart on their latents' values, read back without blocking.
+    if let Some(parts) = run.to_settle() {
+        let mut values = Vec::with_capacity(parts.len());
+        for part in parts {
+            let data = part.into_data_async().await.map_err(|e| WebError::DeviceLost(format!("{e:?}")))?;
+            values.push(data.convert::<f32>().try_to_vec::<f32>().map_err(|e| WebError::DeviceLost(format!("read-back gave {e:?}")))?);
+        }
+        run.settle(&values);
+    }
     let generation = run.finish();
     let [_, _, height, width] = generation.image.dims();
     let rgb = read_rgb8(&generation.image).await?;

@@ -22,11 +22,12 @@ pub const GAP: isize = 1;
 /// of the view's farthest cell.
 const OBJECT_SHARE: f32 = 0.35;
 
-/// The object's box in a view `[1, c, h, w]`: `[row0, row1, col0, col1]`, inclusive; `None` when
-/// no cell stands out.
-pub fn object_box(view: &Tensor<4>) -> Option<[isize; 4]> {
-    let [_, c, h, w] = view.dims();
-    let values: Vec<f32> = view.clone().into_data().convert::<f32>().try_to_vec::<f32>().ok()?;
+/// The object's box in a view of `dims` `[c, h, w]` whose `values` are channel-major: `[row0,
+/// row1, col0, col1]`, inclusive; `None` when no cell stands out.
+pub fn object_box(values: &[f32], [c, h, w]: [usize; 3]) -> Option<[isize; 4]> {
+    if values.len() != c * h * w || h * w == 0 {
+        return None;
+    }
     let at = |ch: usize, y: usize, x: usize| values[(ch * h + y) * w + x];
     let ring: Vec<(usize, usize)> = (0..h).flat_map(|y| (0..w).map(move |x| (y, x))).filter(|&(y, x)| y == 0 || x == 0 || y == h - 1 || x == w - 1).collect();
     let background: Vec<f32> = (0..c).map(|ch| ring.iter().map(|&(y, x)| at(ch, y, x)).sum::<f32>() / ring.len() as f32).collect();
@@ -59,23 +60,25 @@ pub fn moves([a0, a1]: [isize; 2], [b0, b1]: [isize; 2], n: isize) -> (isize, is
 /// The finished image of two parts whose objects were moved apart ([`moves`]), the border
 /// between their regions in the middle of the gap; `None` for other than two parts or when no
 /// object is found.
-pub(super) fn settled(parts: &[Part], clauses: &[Clause], latents: &[Tensor<4>]) -> Option<Tensor<4>> {
+pub(super) fn settled(parts: &[Part], clauses: &[Clause], latents: &[Tensor<4>], values: &[Vec<f32>]) -> Option<Tensor<4>> {
     let ([a, b], [ca, cb], [la, lb]) = (<&[Part; 2]>::try_from(parts).ok()?, <&[Clause; 2]>::try_from(clauses).ok()?, <&[Tensor<4>; 2]>::try_from(latents).ok()?);
-    join([a.shift, b.shift], [ca.center, cb.center], [la, lb])
+    let [_, c, h, w] = la.dims();
+    let boxes = [object_box(values.first()?, [c, h, w])?, object_box(values.get(1)?, [c, h, w])?];
+    Some(join([a.shift, b.shift], [ca.center, cb.center], [la, lb], boxes))
 }
 
-/// [`settled`] for two views with their rolls (`shifts`, `[rows, columns]` as the parts') and
-/// region centres (`[x, y]`).
-fn join(shifts: [[isize; 2]; 2], centers: [[f32; 2]; 2], latents: [&Tensor<4>; 2]) -> Option<Tensor<4>> {
+/// [`settled`] for two views with their rolls (`shifts`, `[rows, columns]` as the parts'), region
+/// centres (`[x, y]`) and objects' boxes in the views ([`object_box`]).
+fn join(shifts: [[isize; 2]; 2], centers: [[f32; 2]; 2], latents: [&Tensor<4>; 2], boxes: [[isize; 4]; 2]) -> Tensor<4> {
     let [_, _, h, w] = latents[0].dims();
     // The axis that separates the two regions (0: rows, 1: columns) and the centres'
     // coordinate along it.
     let axis = usize::from((centers[0][0] - centers[1][0]).abs() >= (centers[0][1] - centers[1][1]).abs());
     let coord = 1 - axis;
     // An object's extent along the axis in image cells (a view's cell v is the image's v - shift).
-    let extent = |k: usize| object_box(latents[k]).map(|bx| [bx[2 * axis] - shifts[k][axis], bx[2 * axis + 1] - shifts[k][axis]]);
+    let extent = |k: usize| [boxes[k][2 * axis] - shifts[k][axis], boxes[k][2 * axis + 1] - shifts[k][axis]];
     let (lo_k, hi_k) = if centers[0][coord] <= centers[1][coord] { (0, 1) } else { (1, 0) };
-    let (lo, hi) = (extent(lo_k)?, extent(hi_k)?);
+    let (lo, hi) = (extent(lo_k), extent(hi_k));
     let n = [h, w][axis] as isize;
     let (back, forth) = moves(lo, hi, n);
     let border = ((lo[1] - back + 1) + (hi[0] + forth)) as f32 / (2 * n) as f32;
@@ -88,7 +91,7 @@ fn join(shifts: [[isize; 2]; 2], centers: [[f32; 2]; 2], latents: [&Tensor<4>; 2
     shifts[hi_k][axis] -= forth;
     let masks = region_masks(&centers, [h, w], &latents[0].device());
     let placed = |k: usize| unroll(latents[k].clone(), shifts[k]) * masks.clone().narrow(0, k, 1).cast(latents[k].dtype());
-    Some(placed(0) + placed(1))
+    placed(0) + placed(1)
 }
 
 #[cfg(test)]
@@ -116,21 +119,22 @@ mod tests {
                 }
             }
         }
-        let view = Tensor::<4>::from_data(TensorData::new(v, [1, c, h, w]), &Device::flex());
-        assert_eq!(object_box(&view), Some([2, 4, 3, 6]));
-        assert_eq!(object_box(&Tensor::<4>::zeros([1, c, h, w], &Device::flex())), None, "a blank view has no object");
+        assert_eq!(object_box(&v, [c, h, w]), Some([2, 4, 3, 6]));
+        assert_eq!(object_box(&vec![0.0; c * h * w], [c, h, w]), None, "a blank view has no object");
+        assert_eq!(object_box(&v[1..], [c, h, w]), None, "values of another shape");
     }
 
     /// A view `[1, 1, 5, 16]`: ones on rows 1..4 and `cols` (the object), zeros elsewhere.
-    fn view(cols: std::ops::Range<usize>) -> Tensor<4> {
+    fn view(cols: std::ops::Range<usize>) -> (Tensor<4>, [isize; 4]) {
         let v: Vec<f32> = (0..5 * 16).map(|i| if (1..4).contains(&(i / 16)) && cols.contains(&(i % 16)) { 1.0 } else { 0.0 }).collect();
-        Tensor::from_data(TensorData::new(v, [1, 1, 5, 16]), &Device::flex())
+        let found = object_box(&v, [1, 5, 16]).expect("an object");
+        (Tensor::from_data(TensorData::new(v, [1, 1, 5, 16]), &Device::flex()), found)
     }
 
     /// The columns of the joined image's middle row where an object is.
     fn joined(cols: std::ops::Range<usize>, shift: isize, center: f32) -> Vec<usize> {
-        let (a, b) = (view(cols.clone()), view(cols));
-        let image = join([[0, shift], [0, -shift]], [[center, 0.5], [1.0 - center, 0.5]], [&a, &b]).expect("two objects");
+        let ((a, box_a), (b, box_b)) = (view(cols.clone()), view(cols));
+        let image = join([[0, shift], [0, -shift]], [[center, 0.5], [1.0 - center, 0.5]], [&a, &b], [box_a, box_b]);
         let v: Vec<f32> = image.narrow(2, 2, 1).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         (0..16).filter(|&x| v[x] > 0.5).collect()
     }
