@@ -176,7 +176,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
                     // As `generate --store` and the page draw: multi-concept prompts composed by
                     // region (src/lifelong/compose.rs), orthogonal attention on, no latent updates.
                     // (The artist's latent updates have no row: composition draws every step on
-                    // the parts' own latents, where they do not act; src/pipeline.rs.)
+                    // the parts' own latents, where they do not act; src/pipeline/denoising.rs.)
                     (name.to_string(), Generation { attend: false, bind: true, compose: true }),
                     // OA at generation off (its attention edit, src/lifelong/orthogonal.rs, and the
                     // artist's binding term), the rest as the first row.

@@ -343,21 +343,20 @@ impl Composer {
         guide: &dyn Fn(Tensor<4>) -> Tensor<4>,
         noise: Option<&Tensor<4>>,
     ) -> Result<(Tensor<4>, Tensor<4>)> {
-        let (mut prediction, mut image) = (None, None);
+        let cfg = context.dims()[0] == 2;
+        let (mut prediction, mut image) = (views.latents[0].zeros_like(), views.latents[0].zeros_like());
         for (k, part) in self.parts.iter().enumerate() {
             let own = views.latents[k].clone();
-            let batch = context.dims()[0];
-            let input = if batch == 2 { Tensor::cat(vec![own.clone(), own.clone()], 0) } else { own.clone() };
+            let input = if cfg { Tensor::cat(vec![own.clone(), own.clone()], 0) } else { own.clone() };
             let input = views.schedulers[k].scale_model_input(input, i);
             let guided = guide(part.unet.forward(input, t, &part_context(context, &part.cond)));
             let noise = noise.map(|n| roll(n.clone(), part.shift));
             views.latents[k] = views.schedulers[k].step(guided.clone(), i, own, noise)?;
             let mask = part.mask.clone().cast(guided.dtype());
-            let add = |acc: Option<Tensor<4>>, x: Tensor<4>| Some(acc.map_or(x.clone() * mask.clone(), |a| a + x * mask.clone()));
-            prediction = add(prediction, unroll(guided, part.shift));
-            image = add(image, unroll(views.latents[k].clone(), part.shift));
+            prediction = prediction + unroll(guided, part.shift) * mask.clone();
+            image = image + unroll(views.latents[k].clone(), part.shift) * mask;
         }
-        Ok((prediction.expect("a composer has parts"), image.expect("a composer has parts")))
+        Ok((prediction, image))
     }
 
     /// The parts' finished latents when their objects may still move apart ([`settle`]): the

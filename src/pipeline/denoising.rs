@@ -151,7 +151,7 @@ impl Denoising<'_> {
     /// pass them to [`Self::settle`]; [`Self::settle_now`] does both where reading can block.
     pub fn to_settle(&self) -> Option<Vec<Tensor<4>>> {
         let (composer, views) = (self.composer.as_ref()?, self.private.as_ref()?);
-        composer.to_settle(views, self.index).filter(|_| self.index >= self.timesteps.len())
+        composer.to_settle(views, self.index)
     }
 
     /// Moves the composed objects apart given [`Self::to_settle`]'s latents' `values`

@@ -299,8 +299,7 @@ async fn run(pipeline: &Pipeline, options: &GenerateOptions, composer: Option<Co
     if let Some(parts) = run.to_settle() {
         let mut values = Vec::with_capacity(parts.len());
         for part in parts {
-            let data = part.into_data_async().await.map_err(|e| WebError::DeviceLost(format!("{e:?}")))?;
-            values.push(data.convert::<f32>().try_to_vec::<f32>().map_err(|e| WebError::DeviceLost(format!("read-back gave {e:?}")))?);
+            values.push(read_f32(part).await?);
         }
         run.settle(&values);
     }
@@ -324,9 +323,13 @@ async fn run(pipeline: &Pipeline, options: &GenerateOptions, composer: Option<Co
 /// `[1, 3, h, w]` in [0, 1] -> RGB bytes, read back asynchronously (WebGPU cannot block).
 /// A failed read-back means the device is gone: nothing else fails there.
 async fn read_rgb8(image: &Tensor<4>) -> Result<Vec<u8>, WebError> {
-    let data = pipeline::image_hwc(image).into_data_async().await.map_err(|e| WebError::DeviceLost(format!("{e:?}")))?;
-    let values = data.try_to_vec::<f32>().map_err(|e| WebError::DeviceLost(format!("read-back gave {e:?}")))?;
-    Ok(pipeline::quantize_rgb8(&values))
+    Ok(pipeline::quantize_rgb8(&read_f32(pipeline::image_hwc(image)).await?))
+}
+
+/// A tensor's values as f32, read back asynchronously; a failed read-back means the device is gone.
+async fn read_f32<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, WebError> {
+    let data = tensor.into_data_async().await.map_err(|e| WebError::DeviceLost(format!("{e:?}")))?;
+    data.convert::<f32>().try_to_vec::<f32>().map_err(|e| WebError::DeviceLost(format!("read-back gave {e:?}")))
 }
 
 fn rgba(rgb: &[u8]) -> Vec<u8> {
