@@ -102,14 +102,27 @@ def load_or_encode_latents(path, data, vae_dir, dev):
 def lr_at(a, step, step0, elapsed_s):
     """Warm-up over the first --warmup steps, then constant or (with --decay-to) a linear decay over
     this run: a low-lr phase at the end of training is what sharpens samples once the loss has
-    flattened. The decay restarts with each run, so give a decay run one --max-minutes it finishes."""
+    flattened. The decay restarts with each run, so give a decay run one --max-minutes it finishes.
+    With --decay-minutes the rate stays constant until that many minutes before the run's end
+    (--stop-at or --max-minutes) and decays over them: one run holds both phases (a GPU lease)."""
     warm = min(1.0, (step + 1) / a.warmup)
     if a.decay_to is None:
         return a.lr * warm
+    if a.decay_minutes:
+        left_s = run_seconds(a) - elapsed_s
+        progress = 1.0 - left_s / (a.decay_minutes * 60)
+        return warm * (a.lr + (a.decay_to - a.lr) * min(1.0, max(0.0, progress)))
     progress = (step - step0) / max(1, a.steps - step0)
     if a.max_minutes:
         progress = max(progress, elapsed_s / (a.max_minutes * 60))
     return warm * (a.lr + (a.decay_to - a.lr) * min(1.0, progress))
+
+
+def run_seconds(a):
+    """How long this run trains: until --stop-at (unix seconds) when given, else --max-minutes."""
+    if a.stop_at:
+        return a.stop_at - a.started_at
+    return a.max_minutes * 60 if a.max_minutes else float("inf")
 
 
 def focus_pairs(data, words):
@@ -143,6 +156,8 @@ def main():
     p.add_argument("--ckpt-every", type=float, default=8.0, help="minutes")
     p.add_argument("--export-every", type=float, default=20.0, help="minutes; first export after the first checkpoint")
     p.add_argument("--max-minutes", type=float, default=0, help="stop after this long (0: no limit)")
+    p.add_argument("--stop-at", type=float, default=0, help="unix time at which to stop (a lease's end), overrides --max-minutes")
+    p.add_argument("--decay-minutes", type=float, default=0, help="with --decay-to: decay over the run's last minutes only")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=2)
     p.add_argument("--focus", default="", help="comma-separated caption words (e.g. top,bottom): --focus-share of "
@@ -221,6 +236,7 @@ def main():
     if new_csv:
         writer.writerow(["step", "loss", "trained_s", "s_per_step", "unix_time"])
     start, step0 = time.time(), step
+    a.started_at = start
     last_ck, last_export = time.time(), None
     acc, acc_n, t_win = 0.0, 0, time.time()
     unet.train(); te.train()
@@ -271,7 +287,7 @@ def main():
             save(); last_ck = time.time()
             if last_export is None or time.time() - last_export > a.export_every * 60:
                 export(); last_export = time.time()
-        if a.max_minutes and time.time() - start > a.max_minutes * 60:
+        if time.time() - start > run_seconds(a):
             break
     save()
     export()
