@@ -56,6 +56,10 @@ pub struct EvalWorldArgs {
     /// model alone).
     #[arg(long, default_value_t = lifelong_diffusion::pipeline::GenerateOptions::default().orthogonal)]
     pub orthogonal: f32,
+    /// Draw two-object relation prompts whole, as the model alone places their objects (default:
+    /// composed, each object's one-object clause in its region, as `generate` draws them).
+    #[arg(long)]
+    pub no_compose: bool,
 }
 
 #[derive(clap::Args)]
@@ -251,7 +255,7 @@ pub fn eval_world(args: EvalWorldArgs) -> Result<()> {
     let images = args.n * categories.len();
     let attend = args.attend.then(|| args.tuning.options()).transpose()?;
     let options =
-        eval::EvalOptions { n: args.n, steps: args.sampling.steps, guidance: args.sampling.guidance, seed: args.sampling.seed, reconstruct: args.reconstruct, attend, orthogonal: args.orthogonal, categories };
+        eval::EvalOptions { n: args.n, steps: args.sampling.steps, guidance: args.sampling.guidance, seed: args.sampling.seed, reconstruct: args.reconstruct, attend, orthogonal: args.orthogonal, compose: !args.no_compose, categories };
     let bar = ProgressBar::new(images as u64);
     bar.set_message(format!("{backend:?}"));
     let start = std::time::Instant::now();
@@ -264,7 +268,7 @@ pub fn eval_world(args: EvalWorldArgs) -> Result<()> {
     let rows: Vec<_> = results.iter().map(eval::CategoryResult::to_json).collect();
     println!(
         "{}",
-        serde_json::json!({ "steps": args.sampling.steps, "guidance": args.sampling.guidance, "attend": args.attend, "orthogonal": args.orthogonal, "seconds_per_image": per_image, "categories": rows })
+        serde_json::json!({ "steps": args.sampling.steps, "guidance": args.sampling.guidance, "attend": args.attend, "orthogonal": args.orthogonal, "compose": !args.no_compose, "seconds_per_image": per_image, "categories": rows })
     );
     Ok(())
 }

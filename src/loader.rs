@@ -65,15 +65,16 @@ fn weights(files: &dyn ModelFiles, component: &str, stem: &str, device: &Device)
     ))
 }
 
-/// Checks `model_index.json` names the components we need.
-fn check_index(files: &dyn ModelFiles) -> Result<()> {
+/// Checks `model_index.json` names the components we need; returns the world it declares
+/// ([`LoadedModel::world`]).
+fn check_index(files: &dyn ModelFiles) -> Result<Option<String>> {
     let index: serde_json::Value = read_config(files, "model_index.json")?;
     for component in ["text_encoder", "tokenizer", "unet", "vae", "scheduler"] {
         if index.get(component).is_none() {
             return Err(Error::config(format!("{}/model_index.json", files.name()), format!("has no `{component}` entry")));
         }
     }
-    Ok(())
+    Ok(index.pointer("/_lifelong_diffusion/world").and_then(|w| w.as_str()).map(str::to_string))
 }
 
 /// Everything a pipeline is made of, loaded and validated. Cloning shares the weights.
@@ -86,11 +87,15 @@ pub struct LoadedModel {
     pub unet_config: UNetConfig,
     pub vae_config: VaeConfig,
     pub scheduler_config: SchedulerConfig,
+    /// The procedural world the model was trained on, when its `model_index.json` says so
+    /// (`"_lifelong_diffusion": {"world": "shapes"}`: the built-in model; diffusers skips keys
+    /// with a leading underscore): its prompts follow that world's grammar (../shared/world.md).
+    pub world: Option<String>,
 }
 
 /// Loads and checks a whole pipeline.
 pub fn load(files: &dyn ModelFiles, device: &Device) -> Result<LoadedModel> {
-    check_index(files)?;
+    let world = check_index(files)?;
     let name = files.name();
     let tokenizer_files = TokenizerFiles {
         tokenizer_json: read_text(files, "tokenizer/tokenizer.json")?,
@@ -138,5 +143,5 @@ pub fn load(files: &dyn ModelFiles, device: &Device) -> Result<LoadedModel> {
     let path = format!("{name}/scheduler/scheduler_config.json");
     let text = read_text(files, "scheduler/scheduler_config.json")?.ok_or_else(|| Error::config(&path, "file is missing"))?;
     let scheduler_config = SchedulerConfig::from_json(&text).map_err(|e| Error::config(&path, e.to_string()))?;
-    Ok(LoadedModel { tokenizer, text_encoder, unet, vae, unet_config, vae_config, scheduler_config })
+    Ok(LoadedModel { tokenizer, text_encoder, unet, vae, unet_config, vae_config, scheduler_config, world })
 }

@@ -12,6 +12,7 @@ mod eval_cli;
 mod teach_cli;
 
 use lifelong_diffusion::lifelong::artist::AttendOptions;
+use lifelong_diffusion::lifelong::compose;
 use lifelong_diffusion::native::{self, Backend, Folder};
 use lifelong_diffusion::pipeline::{GenerateOptions, Pipeline};
 use lifelong_diffusion::scheduler::SchedulerKind;
@@ -218,6 +219,14 @@ struct GenerateArgs {
     /// concepts, no composition by region (their blocks are then summed over the whole image).
     #[arg(long, overrides_with = "attend")]
     no_attend: bool,
+    /// Draw a relation prompt of two plain objects ("a red circle above a blue square") as two
+    /// one-object prompts, each in its region (default for the built-in model and other
+    /// shapes-world models; src/lifelong/compose.rs).
+    #[arg(long, overrides_with = "no_compose")]
+    compose: bool,
+    /// Draw relation prompts whole (the model alone places the objects).
+    #[arg(long, overrides_with = "compose")]
+    no_compose: bool,
     #[command(flatten)]
     tuning: AttendArgs,
     /// Orthogonal attention's edit on prompts with two or more subjects: each subject's words
@@ -288,6 +297,14 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let start = std::time::Instant::now();
     // `--no-attend` turns the whole artist off: for routed concepts the composition by region too.
     let composer = applied.composer.filter(|_| !args.no_attend);
+    let compose_objects = args.compose || (!args.no_compose && compose::composes_objects_by_default(&pipeline.model));
+    let composer = match composer {
+        None if compose_objects => {
+            let [_, h, w] = pipeline.latent_shape();
+            compose::Composer::plan_objects(&pipeline.model, &options.prompt, [h, w])?
+        }
+        c => c,
+    };
     // The latent updates are on by default for prompts with two or more learned concepts of a
     // shared adapter (issue 5). Not on composed prompts: in four eight-concept runs composition
     // drew both routed concepts apart as often or more often without them (25/25, 31.2/18.8,

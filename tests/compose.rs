@@ -2,7 +2,7 @@
 //! from the prompt's own words.
 
 use burn::prelude::Device;
-use lifelong_diffusion::lifelong::compose::{layout, region_masks, Clause};
+use lifelong_diffusion::lifelong::compose::{layout, object_layout, region_masks, Clause};
 
 fn prompts(clauses: &[Clause]) -> Vec<&str> {
     clauses.iter().map(|c| c.prompt.as_str()).collect()
@@ -40,6 +40,23 @@ fn own_places_win_and_plain_lists_go_left_to_right() {
     // Without a relation or a separator the second clause starts after the first token.
     let c = layout("a <a> next to a <b>", &["<a>", "<b>"]).expect("layout");
     assert_eq!(prompts(&c), ["a large <a> in the center on a gray background", "next to a large <b> in the center on a gray background"]);
+}
+
+#[test]
+fn plain_relation_prompts_split_into_their_two_objects() {
+    let c = object_layout("a yellow triangle to the left of a purple ring").expect("layout");
+    assert_eq!(prompts(&c), ["a large yellow triangle in the center on a gray background", "a large purple ring in the center on a gray background"]);
+    assert_eq!([c[0].center, c[1].center], [[0.25, 0.5], [0.75, 0.5]]);
+    let c = object_layout("a large black triangle below a small green heart on a sky background").expect("layout");
+    assert_eq!(prompts(&c), ["a large black triangle in the center on a sky background", "a small green heart in the center on a sky background"]);
+    assert!(c[0].center[1] > c[1].center[1], "below is lower in the image");
+    // No relation, two relations, or a side with no object: no layout (the prompt is drawn whole).
+    assert!(object_layout("a red circle and a blue square").is_none());
+    assert!(object_layout("a red circle on the left").is_none());
+    assert!(object_layout("a red circle above a blue square to the left of a star").is_none());
+    assert!(object_layout("above a blue square").is_none());
+    assert!(object_layout("a blue square above").is_none());
+    assert!(object_layout("a <moon> above a blue square").is_none(), "a learned concept composes by concept");
 }
 
 #[test]

@@ -34,6 +34,12 @@ def export(unet, te, tokenizer_dir, vae_dir, out=EXPORT_DIR, info=None):
         unet=copy.deepcopy(unet).half().eval(), scheduler=DDIMScheduler.from_config(SCHEDULER),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(tmp, safe_serialization=True)
+    # The runtime reads this to treat prompts as the shapes world's (src/loader.rs, LoadedModel::world);
+    # diffusers skips model_index.json keys with a leading underscore.
+    index_path = tmp / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["_lifelong_diffusion"] = {"world": "shapes"}
+    index_path.write_text(json.dumps(index, indent=2) + "\n")
     tok_out = tmp / "tokenizer"
     shutil.rmtree(tok_out)
     tok_out.mkdir()

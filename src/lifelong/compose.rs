@@ -69,6 +69,37 @@ pub fn layout(prompt: &str, tokens: &[&str]) -> Option<Vec<Clause>> {
     Some(clauses.collect())
 }
 
+/// Whether plain relation prompts are composed ([`Composer::plan_objects`]) when the user does
+/// not say: for models of the shapes world ([`LoadedModel::world`]: the built-in one), whose
+/// one-object prompts name their places reliably while the order of a relation's objects is
+/// not learnt (README, Figures); not for other checkpoints, whose prompts are not the world's
+/// grammar (a clause is made "large", "in the center", on the scene's background: right for
+/// the world, a different picture for a photo model).
+pub fn composes_objects_by_default(model: &LoadedModel) -> bool {
+    model.world.as_deref() == Some(crate::world::WORLD_NAME)
+}
+
+/// The layout of a plain two-object prompt whose objects a relation joins ("a red circle to the
+/// left of a blue square"): one clause per object, as [`layout`] gives one per concept; `None`
+/// when the prompt names no relation, more than one, nothing on one side of it, or a learned
+/// concept (`<name>`: those compose by concept, [`Composer::plan`], or are drawn whole).
+pub fn object_layout(prompt: &str) -> Option<Vec<Clause>> {
+    if prompt.contains('<') {
+        return None;
+    }
+    let (text, scene) = scene_background(prompt);
+    let scene = scene.unwrap_or_else(|| format!(" on a {DEFAULT_BACKGROUND} background"));
+    let found: Vec<usize> = Relation::ALL.iter().filter_map(|r| find_word(&text, r.phrase())).collect();
+    let [at] = found[..] else { return None };
+    // The first subject is everything before the relation; the second starts right after it
+    // (an empty span there: `regions` cuts the text between them at the relation phrase).
+    let regions = regions(&text, &[(0, at), (text.len(), text.len())])?;
+    if regions.iter().any(|(t, _)| t.split_whitespace().count() < 2) {
+        return None;
+    }
+    Some(regions.into_iter().map(|(t, center)| Clause { prompt: one_object(&t, 2) + &scene, center }).collect())
+}
+
 /// One region per subject of `prompt`, the subjects at byte spans `found` (`[start, end)`, in
 /// any order, not overlapping): `(the subject's clause, its region centre)` in the order of
 /// `found`; `None` when two spans overlap or two regions would coincide.
@@ -313,6 +344,23 @@ impl Composer {
             let cond = encode_text(&model, &clause.prompt, &device, &mut Vec::new())?;
             let shift = shift_to_center(clause.center, latent);
             parts.push(Part { unet: model.unet, cond, mask: masks.clone().narrow(0, k, 1), shift });
+        }
+        Ok(Some(Self { parts, clauses, private_share: PRIVATE_SHARE }))
+    }
+
+    /// The composition of a plain two-object relation prompt ([`object_layout`]) on `base`: each
+    /// object drawn by the model alone from its one-object clause, in its region. `None` when the
+    /// prompt has no such layout.
+    pub fn plan_objects(base: &LoadedModel, prompt: &str, latent: [usize; 2]) -> Result<Option<Self>> {
+        let Some(clauses) = object_layout(prompt) else { return Ok(None) };
+        let device = base.text_encoder.token_embedding.val().device();
+        let centers: Vec<[f32; 2]> = clauses.iter().map(|c| c.center).collect();
+        let masks = region_masks(&centers, latent, &device);
+        let mut parts = Vec::with_capacity(clauses.len());
+        for (k, clause) in clauses.iter().enumerate() {
+            let cond = encode_text(base, &clause.prompt, &device, &mut Vec::new())?;
+            let shift = shift_to_center(clause.center, latent);
+            parts.push(Part { unet: base.unet.clone(), cond, mask: masks.clone().narrow(0, k, 1), shift });
         }
         Ok(Some(Self { parts, clauses, private_share: PRIVATE_SHARE }))
     }

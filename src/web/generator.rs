@@ -14,7 +14,7 @@ use super::error::WebError;
 use super::store::ConceptStore;
 use super::teach::memory_files;
 use crate::lifelong::adapter::Adapter;
-use crate::lifelong::compose::Composer;
+use crate::lifelong::compose::{composes_objects_by_default, Composer};
 use crate::lifelong::state;
 use crate::loader::{self, LoadedModel};
 use crate::pipeline::{self, GenerateOptions, Pipeline};
@@ -43,6 +43,10 @@ struct Options {
     /// Orthogonal attention's strength on prompts with two or more subjects (0 turns it off).
     #[serde(default)]
     orthogonal: Option<f32>,
+    /// Draw a relation prompt of two plain objects as two one-object prompts, each in its region;
+    /// absent: as the CLI's `generate` decides (on for shapes-world models).
+    #[serde(default)]
+    compose: Option<bool>,
 }
 
 fn default_steps() -> usize {
@@ -57,7 +61,8 @@ fn default_guidance() -> f32 {
 const MAX_STEPS: usize = 1000;
 
 impl Options {
-    fn parse(json: &str) -> Result<GenerateOptions, WebError> {
+    /// The generation's options and whether to compose plain relation prompts (`None`: the default).
+    fn parse(json: &str) -> Result<(GenerateOptions, Option<bool>), WebError> {
         let o: Options = serde_json::from_str(json).map_err(|e| WebError::InvalidOptions(e.to_string()))?;
         if o.steps == 0 || o.steps > MAX_STEPS {
             return Err(WebError::InvalidOptions(format!("steps must be between 1 and {MAX_STEPS}, got {}", o.steps)));
@@ -71,7 +76,7 @@ impl Options {
         if !orthogonal.is_finite() || orthogonal < 0.0 {
             return Err(WebError::InvalidOptions(format!("orthogonal must be a non-negative number (0 turns it off), got {orthogonal}")));
         }
-        Ok(GenerateOptions {
+        let options = GenerateOptions {
             prompt: o.prompt,
             negative_prompt: o.negative,
             steps: o.steps,
@@ -80,7 +85,8 @@ impl Options {
             scheduler,
             init_latents: None,
             orthogonal,
-        })
+        };
+        Ok((options, o.compose))
     }
 }
 
@@ -139,16 +145,18 @@ impl Generator {
         Ok(object(&[("width", width.into()), ("height", height.into())]))
     }
 
-    /// Generates from `options_json` (`{ prompt, negative, steps, guidance, seed, scheduler }`).
+    /// Generates from `options_json` (`{ prompt, negative, steps, guidance, seed, scheduler,
+    /// orthogonal, compose }`).
     /// `on_progress({ step, total, timestep, msPerStep, preview, previewWidth, previewHeight })`
     /// is called after every step (`preview`: RGBA `Uint8ClampedArray` at latent resolution).
     /// Resolves to `{ rgba, png, width, height, warnings, regions, msPerStep, totalMs }`
-    /// (`regions`: for two or more routed concepts, the clause each region was drawn from).
+    /// (`regions`: for a composed prompt, two or more routed concepts or a relation of two plain
+    /// objects, the clause each region was drawn from).
     pub fn generate(&self, options_json: String, on_progress: Function) -> js_sys::Promise {
         let this = self.handle();
         wasm_bindgen_futures::future_to_promise(async move {
             this.check_usable()?;
-            let options = Options::parse(&options_json)?;
+            let (options, compose) = Options::parse(&options_json)?;
             if this.pipeline.borrow().is_none() {
                 return Err(WebError::NoModel.into());
             }
@@ -156,7 +164,7 @@ impl Generator {
                 return Err(WebError::Busy("another generation is running").into());
             }
             let pipeline = this.route(&options.prompt).and_then(|()| this.pipeline.borrow().clone().ok_or(WebError::NoModel));
-            let planned = pipeline.and_then(|p| Ok((this.compose(&p, &options.prompt)?, p)));
+            let planned = pipeline.and_then(|p| Ok((this.compose(&p, &options.prompt, compose)?, p)));
             let result = match planned {
                 Ok((composer, pipeline)) => run(&pipeline, &options, composer, &on_progress).await,
                 Err(e) => Err(e),
@@ -240,19 +248,27 @@ impl Generator {
     }
 
     /// With a routed store and a prompt naming two or more of its concepts, their composition by
-    /// region (src/lifelong/compose.rs), as the CLI's `generate --store` draws them.
-    fn compose(&self, pipeline: &Pipeline, prompt: &str) -> Result<Option<Composer>, WebError> {
-        let routed = self.routed.borrow();
-        let base = self.base.borrow();
-        let (Some((adapter, _)), Some(base)) = (routed.as_ref(), base.as_ref()) else { return Ok(None) };
+    /// region (src/lifelong/compose.rs), as the CLI's `generate --store` draws them; else, for a
+    /// relation prompt of two plain objects, theirs when `objects` asks or (absent) the model is a
+    /// shapes-world one, as `generate` decides.
+    fn compose(&self, pipeline: &Pipeline, prompt: &str, objects: Option<bool>) -> Result<Option<Composer>, WebError> {
+        let key = format!("{prompt}\u{0}{objects:?}");
         if let Some((planned_for, composer)) = self.composed.borrow().as_ref() {
-            if planned_for == prompt {
+            if *planned_for == key {
                 return Ok(Some(composer.clone()));
             }
         }
         let [_, h, w] = pipeline.latent_shape();
-        let composer = Composer::plan(adapter, base, prompt, [h, w]).map_err(WebError::Model)?;
-        self.composed.replace(composer.clone().map(|c| (prompt.to_string(), c)));
+        let routed = self.routed.borrow();
+        let base = self.base.borrow();
+        let composer = match (routed.as_ref(), base.as_ref()) {
+            (Some((adapter, _)), Some(base)) if adapter.concepts_in(prompt).len() >= 2 => Composer::plan(adapter, base, prompt, [h, w]).map_err(WebError::Model)?,
+            _ if objects.unwrap_or_else(|| composes_objects_by_default(&pipeline.model)) => {
+                Composer::plan_objects(&pipeline.model, prompt, [h, w]).map_err(WebError::Model)?
+            }
+            _ => None,
+        };
+        self.composed.replace(composer.clone().map(|c| (key, c)));
         Ok(composer)
     }
 

@@ -7,6 +7,7 @@ use burn::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::lifelong::artist::AttendOptions;
+use crate::lifelong::compose::Composer;
 use crate::pipeline::{image_to_rgb8, GenerateOptions, Pipeline};
 
 use super::caption::prompt_at;
@@ -32,6 +33,9 @@ pub struct EvalOptions {
     pub attend: Option<AttendOptions>,
     /// Orthogonal attention's strength (src/lifelong/orthogonal.rs); 0: the model alone.
     pub orthogonal: f32,
+    /// Draw two-object relation prompts as two one-object clauses, each in its region
+    /// (src/lifelong/compose.rs, [`Composer::plan_objects`]).
+    pub compose: bool,
     /// Which categories to run, in [`CATEGORIES`] order; empty: all four.
     pub categories: Vec<(SceneKind, Split)>,
 }
@@ -129,9 +133,12 @@ pub fn evaluate(pipeline: &Pipeline, options: &EvalOptions, progress: &mut dyn F
                     orthogonal: options.orthogonal,
                     ..Default::default()
                 };
+                let composer = if options.compose { Composer::plan_objects(&pipeline.model, &generate.prompt, { let [_, h, w] = pipeline.latent_shape(); [h, w] })? } else { None };
                 let mut run = pipeline.start_with(&generate, options.attend.as_ref())?;
+                run.set_composer(composer)?;
                 result.attended += usize::from(run.artist_active());
                 while run.step()?.is_some() {}
+                run.settle_now()?;
                 run.finish().image
             };
             let verdict = check(&image_to_rgb8(&image)?, &prompt.spec)?;

@@ -27,6 +27,10 @@ pub mod vocab;
 /// The canvas is `SIZE` x `SIZE` pixels.
 pub const SIZE: usize = 64;
 
+/// The name a model trained on this world declares in its `model_index.json`
+/// (`"_lifelong_diffusion": {"world": "shapes"}`, [`crate::loader::LoadedModel::world`]).
+pub const WORLD_NAME: &str = "shapes";
+
 pub use caption::{captions, describe, prompt_at, vocabulary, CaptionStyle, Prompt};
 pub use heldout::{novelty, Novelty, HELD_OUT_COMBINATIONS, HELD_OUT_PAIRS};
 pub use parse::parse;
