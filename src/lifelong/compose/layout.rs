@@ -9,7 +9,7 @@ pub struct Clause {
     /// The one-object prompt its concept draws with ("a large <moon> in the center").
     pub prompt: String,
     /// The region's centre, `[x, y]` in `[0, 1]`: a latent cell belongs to the nearest centre,
-    /// softly near the borders ([`region_masks`]).
+    /// softly near the borders ([`super::region_masks`]).
     pub center: [f32; 2],
 }
 
