@@ -50,7 +50,8 @@ export class WorkerClient {
 
   /**
    * Generates; resolves to `{ png: Blob, width, height, msPerStep, totalMs, warnings, regions, attention }`
-   * (`regions`: for a prompt naming two or more routed concepts, the clause each region was drawn from).
+   * (`regions`: for a composed prompt, two or more routed concepts or a relation of two plain objects on the
+   * built-in model, the clause each region was drawn from).
    */
   generate(options, onProgress) {
     // One generation at a time, in call order: the worker would refuse a second one as busy.
