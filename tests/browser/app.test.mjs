@@ -1,5 +1,7 @@
 // The main page on SwiftShader: finds an adapter, generates with the built-in model, and the PNG
-// equals the native CLI's (same prompt, seed, steps) within tolerance. Screenshots for people.
+// equals the native CLI's (same prompt, seed, steps) within tolerance: a relation prompt, which
+// both compose by region (src/lifelong/compose.rs; the page reads the parts' latents back
+// asynchronously to settle them, the CLI blocks). Screenshots for people.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -8,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { REPO, serve, launch, profileDir, nativePng, comparePngs, ensureScreenshots } from './lib.mjs';
 
 // Few steps: SwiftShader runs about 0.3 GFLOP/s. Guidance on, so both UNet batches are exercised.
-const CASE = { prompt: 'a red circle on the left of a blue square', steps: 2, seed: 7, guidance: 7.5 };
+const CASE = { prompt: 'a red circle to the left of a blue square', steps: 2, seed: 7, guidance: 7.5 };
+const REGIONS = ['a large red circle in the center on a gray background', 'a large blue square in the center on a gray background'];
 // f16 weights computed in f32 on two different backends (WGSL on SwiftShader vs burn-flex on the
 // CPU) reorder sums; a few levels of 255 on single pixels, well under one level on average.
 const MAX_DIFF = 8;
@@ -55,6 +58,7 @@ test('generating with the built-in model equals the native CLI', async () => {
   const browserMs = Date.now() - started;
   const text = await page.locator('#gen-text').textContent();
   assert.match(text, /ms\/step/);
+  assert.deepEqual(await page.evaluate(() => window.ldApp.last.result.regions), REGIONS, 'composed by region');
   const browserPng = await page.evaluate(async () => {
     const bytes = new Uint8Array(await window.ldApp.last.result.png.arrayBuffer());
     let s = '';
