@@ -143,20 +143,12 @@ impl Composer {
         }
         let tokens: Vec<&str> = present.iter().map(|&c| adapter.concepts[c].token.as_str()).collect();
         let Some(clauses) = layout(prompt, &tokens) else { return Ok(None) };
-        let device = base.text_encoder.token_embedding.val().device();
-        let centers: Vec<[f32; 2]> = clauses.iter().map(|c| c.center).collect();
-        let masks = region_masks(&centers, latent, &device);
-        let mut parts = Vec::with_capacity(present.len());
-        for (k, (&c, clause)) in present.iter().zip(&clauses).enumerate() {
+        let composer = Self::assemble(clauses, latent, base, |k| {
             let mut model = base.clone();
-            adapter.routed(&[c]).install(&mut model)?;
-            // A clause is no longer than the prompt it came from plus a few words; the prompt's
-            // own encoding already warns when it is truncated.
-            let cond = encode_text(&model, &clause.prompt, &device, &mut Vec::new())?;
-            let shift = shift_to_center(clause.center, latent);
-            parts.push(Part { unet: model.unet, cond, mask: masks.clone().narrow(0, k, 1), shift });
-        }
-        Ok(Some(Self { parts, clauses, private_share: PRIVATE_SHARE }))
+            adapter.routed(&[present[k]]).install(&mut model)?;
+            Ok(model)
+        })?;
+        Ok(Some(composer))
     }
 
     /// The composition of a plain two-object relation prompt ([`object_layout`]) on `base`: each
@@ -164,16 +156,26 @@ impl Composer {
     /// prompt has no such layout.
     pub fn plan_objects(base: &LoadedModel, prompt: &str, latent: [usize; 2]) -> Result<Option<Self>> {
         let Some(clauses) = object_layout(prompt) else { return Ok(None) };
+        Ok(Some(Self::assemble(clauses, latent, base, |_| Ok(base.clone()))?))
+    }
+
+    /// One part per clause: the model `model_for(k)` gives clause `k` (a copy of `base`, whose
+    /// device they share; cloning shares weights), its clause's encoding, its region's weights
+    /// and the roll that centres the region.
+    fn assemble(clauses: Vec<Clause>, latent: [usize; 2], base: &LoadedModel, mut model_for: impl FnMut(usize) -> Result<LoadedModel>) -> Result<Self> {
         let device = base.text_encoder.token_embedding.val().device();
         let centers: Vec<[f32; 2]> = clauses.iter().map(|c| c.center).collect();
         let masks = region_masks(&centers, latent, &device);
         let mut parts = Vec::with_capacity(clauses.len());
         for (k, clause) in clauses.iter().enumerate() {
-            let cond = encode_text(base, &clause.prompt, &device, &mut Vec::new())?;
+            let model = model_for(k)?;
+            // A clause is no longer than the prompt it came from plus a few words; the prompt's
+            // own encoding already warns when it is truncated.
+            let cond = encode_text(&model, &clause.prompt, &device, &mut Vec::new())?;
             let shift = shift_to_center(clause.center, latent);
-            parts.push(Part { unet: base.unet.clone(), cond, mask: masks.clone().narrow(0, k, 1), shift });
+            parts.push(Part { unet: model.unet, cond, mask: masks.clone().narrow(0, k, 1), shift });
         }
-        Ok(Some(Self { parts, clauses, private_share: PRIVATE_SHARE }))
+        Ok(Self { parts, clauses, private_share: PRIVATE_SHARE })
     }
 
     /// The parts' own latents for the first `private_share` of `total` steps, each the shared

@@ -133,7 +133,8 @@ pub fn evaluate(pipeline: &Pipeline, options: &EvalOptions, progress: &mut dyn F
                     orthogonal: options.orthogonal,
                     ..Default::default()
                 };
-                let composer = if options.compose { Composer::plan_objects(&pipeline.model, &generate.prompt, { let [_, h, w] = pipeline.latent_shape(); [h, w] })? } else { None };
+                let [_, h, w] = pipeline.latent_shape();
+                let composer = if options.compose { Composer::plan_objects(&pipeline.model, &generate.prompt, [h, w])? } else { None };
                 let mut run = pipeline.start_with(&generate, options.attend.as_ref())?;
                 run.set_composer(composer)?;
                 result.attended += usize::from(run.artist_active());

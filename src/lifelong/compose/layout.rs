@@ -24,8 +24,7 @@ pub const DEFAULT_BACKGROUND: &str = "gray";
 /// clause per concept, in the order of `tokens`; `None` when a token is missing or two clauses
 /// would get the same region.
 pub fn layout(prompt: &str, tokens: &[&str]) -> Option<Vec<Clause>> {
-    let (prompt, scene) = scene_background(prompt);
-    let scene = scene.unwrap_or_else(|| format!(" on a {DEFAULT_BACKGROUND} background"));
+    let (prompt, scene) = scene_or_default(prompt);
     let found: Vec<(usize, usize)> = tokens.iter().map(|t| prompt.find(t).map(|at| (at, at + t.len()))).collect::<Option<_>>()?;
     let regions = regions(&prompt, &found)?;
     let clauses = regions.into_iter().map(|(text, center)| Clause { prompt: one_object(&text, found.len()) + &scene, center });
@@ -40,8 +39,7 @@ pub fn object_layout(prompt: &str) -> Option<Vec<Clause>> {
     if prompt.contains('<') {
         return None;
     }
-    let (text, scene) = scene_background(prompt);
-    let scene = scene.unwrap_or_else(|| format!(" on a {DEFAULT_BACKGROUND} background"));
+    let (text, scene) = scene_or_default(prompt);
     let found: Vec<usize> = Relation::ALL.iter().filter_map(|r| find_word(&text, r.phrase())).collect();
     let [at] = found[..] else { return None };
     // The first subject is everything before the relation; the second starts right after it
@@ -101,6 +99,12 @@ pub(crate) fn scene_background(prompt: &str) -> (String, Option<String>) {
         return (rest.join(" "), Some(phrase));
     }
     (words.join(" "), None)
+}
+
+/// [`scene_background`], with [`DEFAULT_BACKGROUND`]'s phrase when the prompt names none.
+fn scene_or_default(prompt: &str) -> (String, String) {
+    let (rest, scene) = scene_background(prompt);
+    (rest, scene.unwrap_or_else(|| format!(" on a {DEFAULT_BACKGROUND} background")))
 }
 
 fn is_article(word: &str) -> bool {
