@@ -112,6 +112,12 @@ pub struct EvalLifelongArgs {
     /// samples best match the pictures kept (1: the last state).
     #[arg(long, default_value_t = LessonOptions::default().candidates)]
     pub candidates: usize,
+    /// Share of a lesson's rows trained with the empty prompt (caption dropout).
+    #[arg(long, default_value_t = LessonOptions::default().prompt_dropout)]
+    pub prompt_dropout: f32,
+    /// Decay of the moving average of the adapter a lesson ends with (0: the last step's).
+    #[arg(long, default_value_t = LessonOptions::default().ema)]
+    pub ema: f64,
     /// Start each concept's embedding at the mean embedding instead of the word that best
     /// explains its pictures.
     #[arg(long)]
@@ -145,7 +151,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         concepts: args.concepts,
         names: args.names.clone(),
         images: args.images,
-        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, lr_end: args.lr_end, object_weight: args.object_weight, candidates: args.candidates, init_search: !args.no_init_search, refine_steps: args.refine_steps, uncond: args.uncond, distill: args.distill, kappa: args.kappa, mu: args.mu, ..LessonOptions::default() },
+        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, lr_end: args.lr_end, object_weight: args.object_weight, candidates: args.candidates, prompt_dropout: args.prompt_dropout, ema: args.ema, init_search: !args.no_init_search, refine_steps: args.refine_steps, uncond: args.uncond, distill: args.distill, kappa: args.kappa, mu: args.mu, ..LessonOptions::default() },
         memory: MemoryOptions::default(),
         probes: args.probes,
         pairs: args.pairs,

@@ -247,6 +247,41 @@ fn routed_lessons_leave_out_the_unconditional_anchor() {
     assert_ne!(lesson(Method::Finetune, 0.0), lesson(Method::Finetune, 5.0), "a shared lesson adds the anchor");
 }
 
+/// Caption dropout trains a share of the concept's rows on the empty prompt. With every row
+/// dropped, the concept's token is in no prompt, so its embedding meets no gradient and its
+/// learning rate changes nothing; with none dropped it does.
+#[test]
+fn prompt_dropout_trains_rows_on_the_empty_prompt() {
+    let embedding = |prompt_dropout: f32, lr_token: f64| {
+        let mut l = learner();
+        let options = LessonOptions { steps: 2, lr_lora: 1e-2, lr_token, prompt_dropout, ..LessonOptions::default() };
+        let memory = MemoryOptions { keep: 1, candidates: 1, refresh: 1, steps: 1, guidance: 1.0 };
+        l.lesson("one", &[picture(4, 4), picture(30, 20)], Method::Routed, &options, &memory, &mut |_| {}).expect("lesson");
+        values(l.adapter.embeddings[0].clone())
+    };
+    assert_eq!(embedding(1.0, 1e-2), embedding(1.0, 0.5), "every row dropped: the token is never trained");
+    assert_ne!(embedding(0.0, 1e-2), embedding(0.0, 0.5), "no row dropped: the token is trained");
+}
+
+/// A lesson with a moving average ends with the average, not the last step's tensors: a decay
+/// near 0 follows the last step, a large one stays nearer the start.
+#[test]
+fn a_lesson_with_a_moving_average_ends_with_the_average() {
+    let block = |ema: f64| {
+        let mut l = learner();
+        let options = LessonOptions { steps: 3, lr_lora: 1e-2, ema, ..LessonOptions::default() };
+        let memory = MemoryOptions { keep: 1, candidates: 1, refresh: 1, steps: 1, guidance: 1.0 };
+        l.lesson("one", &[picture(4, 4), picture(30, 20)], Method::Routed, &options, &memory, &mut |_| {}).expect("lesson");
+        values(l.adapter.up[0].clone())
+    };
+    let (last, follows, averaged) = (block(0.0), block(1e-9), block(0.9));
+    let gap = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(gap(&last, &follows) < 1e-6, "a decay near 0 is the last step");
+    assert!(gap(&last, &averaged) > 1e-6, "a decay of 0.9 is not");
+    let norm = |a: &[f32]| a.iter().map(|x| x * x).sum::<f32>();
+    assert!(norm(&averaged) < norm(&last), "the up factors start at zero, so their average is smaller");
+}
+
 #[test]
 fn a_routed_lesson_keeps_the_candidate_its_self_check_scores_best() {
     let mut l = learner();

@@ -64,6 +64,14 @@ pub struct LessonOptions {
     /// a routed or merged lesson keeps the one whose samples best match the pictures
     /// (src/lifelong/selfcheck.rs); 0 or 1 keeps the last state.
     pub candidates: usize,
+    /// Share of the new concept's rows trained with the empty prompt (classifier-free guidance's
+    /// caption dropout, Ho & Salimans 2022 Sec. 3.2). A routed block is installed for guidance's
+    /// empty-prompt pass too; trained only on captioned rows, that pass is left wherever the block
+    /// happens to move it, and guidance multiplies the gap.
+    pub prompt_dropout: f32,
+    /// Decay of an exponential moving average of the adapter's tensors over the lesson, which
+    /// the lesson ends with (0: the last step's tensors).
+    pub ema: f64,
     /// Start the concept's embedding at the vocabulary word that best explains the pictures
     /// (src/lifelong/init.rs) instead of the mean embedding.
     pub init_search: bool,
@@ -95,6 +103,8 @@ impl Default for LessonOptions {
             lr_end: 1.0,
             object_weight: 0.0,
             candidates: 1,
+            prompt_dropout: 0.0,
+            ema: 0.0,
             init_search: true,
             refine_steps: 10,
             // Replaying memory against the noise (mu 1) pulled plain prompts from 50% to 12.5%
@@ -258,6 +268,9 @@ pub fn teach(
         return Err(Error::InvalidInput("a lesson needs at least one example".into()));
     }
     let (mut rng, mut replay_rng) = (Rng::new(options.seed), Rng::new(options.seed ^ 0x5EED_F0D0));
+    // Its own stream, so a lesson without dropout draws exactly what it drew before.
+    let mut drop_rng = Rng::new(options.seed ^ 0xD20F);
+    let mut ema: Option<Vec<Tensor<2>>> = None;
     let mut adam = Adam::default();
     let lrs: Vec<f64> = (0..adapter.params().len())
         .map(|i| if i < adapter.down.len() * 2 { options.lr_lora } else { options.lr_token })
@@ -270,7 +283,7 @@ pub fn teach(
     let weights = if options.object_weight > 0.0 { object_weights(new, options.object_weight, &trainer.device)? } else { Vec::new() };
     let mut candidates = Vec::with_capacity(keep_at.len());
     for step in 1..=options.steps {
-        let (loss, distill) = step_loss(trainer, adapter, teacher, (new, &weights), replay, options, &mut elastic, [&mut rng, &mut replay_rng])?;
+        let (loss, distill) = step_loss(trainer, adapter, teacher, (new, &weights), replay, options, &mut elastic, [&mut rng, &mut replay_rng, &mut drop_rng])?;
         let loss = if options.protection.oa > 0.0 && adapter.concepts.len() > 1 {
             loss + orthogonality(trainer, adapter)?.mul_scalar(options.protection.oa)
         } else {
@@ -289,6 +302,9 @@ pub fn teach(
         let mut params = adapter.params();
         let decay = lr_factor(step, options.steps, options.lr_end);
         adam.step(&mut params, g, &lrs.iter().map(|lr| lr * decay).collect::<Vec<_>>());
+        if options.ema > 0.0 {
+            ema = Some(ema_update(ema, &params, options.ema));
+        }
         adapter.set_params(params);
         if step == 1 {
             first = value;
@@ -299,7 +315,19 @@ pub fn teach(
         }
         progress(LessonProgress { step, total: options.steps, loss: value, distill });
     }
+    if let Some(averaged) = ema {
+        adapter.set_params(averaged.into_iter().map(|p| p.detach().require_grad()).collect());
+    }
     Ok(LessonReport { steps: options.steps, first_loss: first, last_loss: last, elastic: elastic.weights(options), candidates, kept_step: options.steps, scores: Vec::new(), init_words: Vec::new(), refined: None })
+}
+
+/// One step of the moving average: `avg <- d * avg + (1 - d) * params` (the first step starts it).
+fn ema_update(avg: Option<Vec<Tensor<2>>>, params: &[Tensor<2>], decay: f64) -> Vec<Tensor<2>> {
+    let fresh = params.iter().map(|p| p.clone().detach());
+    match avg {
+        None => fresh.collect(),
+        Some(avg) => avg.into_iter().zip(fresh).map(|(a, p)| (a.mul_scalar(decay) + p.mul_scalar(1.0 - decay)).detach()).collect(),
+    }
 }
 
 /// The learning rate's share at `step` (1-based) of `steps`: a half cosine from 1 to `end`.
@@ -317,9 +345,9 @@ fn step_loss(
     replay: &[Replay],
     options: &LessonOptions,
     elastic: &mut Elastic,
-    rngs: [&mut Rng; 2],
+    rngs: [&mut Rng; 3],
 ) -> Result<(Tensor<1>, f32)> {
-    let [rng, replay_rng] = rngs;
+    let [rng, replay_rng, drop_rng] = rngs;
     let picked = pick_indices(new.len(), options.batch, rng);
     let fresh: Vec<&Example> = picked.iter().map(|&i| &new[i]).collect();
     let use_replay = options.protection.replay || options.protection.distill;
@@ -327,7 +355,14 @@ fn step_loss(
     // Concept memory first, base-world memory last: `distill_targets` splits the rows there.
     old.sort_by_key(|r| r.concept.is_none());
     let examples: Vec<&Example> = fresh.iter().copied().chain(old.iter().map(|r| &r.example)).collect();
-    let prompts: Vec<&str> = examples.iter().map(|e| e.prompt.as_str()).collect();
+    let mut prompts: Vec<&str> = examples.iter().map(|e| e.prompt.as_str()).collect();
+    if options.prompt_dropout > 0.0 {
+        for prompt in prompts.iter_mut().take(fresh.len()) {
+            if drop_rng.uniform() < f64::from(options.prompt_dropout) {
+                *prompt = "";
+            }
+        }
+    }
     let ids = trainer.ids(&prompts)?;
     // The new concept's examples, timesteps and noise come from their own stream, so a method
     // with replay sees exactly the new-concept batches a method without it sees (paired runs).
@@ -426,6 +461,18 @@ mod tests {
         assert_eq!(candidate_steps(301, 3), [151, 226, 301]);
         assert_eq!(candidate_steps(3, 4), [2, 3], "never the same step twice");
         assert!(candidate_steps(300, 1).is_empty() && candidate_steps(300, 0).is_empty());
+    }
+
+    #[test]
+    fn the_moving_average_starts_at_the_first_step_and_weighs_later_ones_by_one_minus_decay() {
+        use super::ema_update;
+        use burn::prelude::*;
+        let device = Device::flex();
+        let t = |v: f32| vec![Tensor::<2>::from_data(TensorData::new(vec![v; 4], [2, 2]), &device)];
+        let avg = ema_update(None, &t(1.0), 0.75);
+        assert_eq!(avg[0].clone().into_data().to_vec::<f32>().unwrap(), vec![1.0; 4], "the first step starts it");
+        let avg = ema_update(Some(avg), &t(5.0), 0.75);
+        assert_eq!(avg[0].clone().into_data().to_vec::<f32>().unwrap(), vec![2.0; 4], "0.75 * 1 + 0.25 * 5");
     }
 
     #[test]
