@@ -135,6 +135,9 @@ pub struct EvalLifelongArgs {
     /// Weight of the lessons' unconditional anchor (0 turns it off).
     #[arg(long, default_value_t = 1.0)]
     pub uncond: f32,
+    /// Guidance of the prompts that name routed concepts (the generation's default for them).
+    #[arg(long, default_value_t = lifelong_diffusion::lifelong::state::ROUTED_GUIDANCE)]
+    pub routed_guidance: f32,
     /// Write the teaching pictures, the final identification probes and the two-concept images of
     /// every row as PNGs into this folder.
     #[arg(long)]
@@ -157,6 +160,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         pairs: args.pairs,
         steps: args.sampling.steps,
         guidance: args.sampling.guidance,
+        routed_guidance: args.routed_guidance,
         seed: args.sampling.seed,
         keep_samples: args.dump.is_some(),
         adapter: AdapterConfig { rank: args.rank, alpha: args.rank as f32, targets: parse_targets(&args.targets)? },

@@ -188,8 +188,10 @@ struct GenerateArgs {
     model: Option<PathBuf>,
     #[arg(long, default_value_t = 20)]
     steps: usize,
-    #[arg(long, default_value_t = 7.5)]
-    guidance: f32,
+    /// Classifier-free guidance scale; default 7.5, and 4 for a prompt naming routed concepts
+    /// (their blocks draw cleaner there: README, "Lessons").
+    #[arg(long)]
+    guidance: Option<f32>,
     /// ddim, euler, euler-a or dpm++2m; default: the model's scheduler_config.json.
     #[arg(long)]
     scheduler: Option<String>,
@@ -285,7 +287,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         prompt: args.prompt,
         negative_prompt: args.negative,
         steps: args.steps,
-        guidance: args.guidance,
+        guidance: args.guidance.or(applied.guidance).unwrap_or(GenerateOptions::default().guidance),
         seed: args.seed,
         scheduler,
         init_latents,

@@ -279,6 +279,9 @@ pub struct Applied {
     pub notes: Vec<String>,
     pub tokens: Vec<String>,
     pub composer: Option<Composer>,
+    /// The guidance the prompt draws with when the user asks for none: `Some` when it names
+    /// routed concepts ([`state::ROUTED_GUIDANCE`]).
+    pub guidance: Option<f32>,
 }
 
 /// Installs the concepts of `store` (or of the user's default store, when it exists and belongs
@@ -304,13 +307,14 @@ pub fn apply_store(pipeline: &mut Pipeline, store: Option<PathBuf>, model: Optio
     }
     let (entry, blobs) = store.load(None)?;
     let device = pipeline.device.clone();
-    let mut composer = None;
+    let (mut composer, mut guidance) = (None, None);
     if let Some(adapter) = state::stored_adapter(&mut pipeline.model, &entry.concepts, &blobs, &device)? {
         let [_, h, w] = pipeline.latent_shape();
         composer = Composer::plan(&adapter, &pipeline.model, prompt, [h, w])?;
         state::install_for(&mut pipeline.model, &adapter, prompt)?;
+        guidance = Some(state::guidance_for(Some(&adapter), prompt, None, f32::NAN)).filter(|g| !g.is_nan());
     }
     let tokens: Vec<String> = entry.concepts.iter().map(|c| c.token.clone()).collect();
     let notes = vec![format!("concepts from {} (version {}): {}", store_dir.display(), entry.version, tokens.join(" "))];
-    Ok(Applied { notes, tokens, composer })
+    Ok(Applied { notes, tokens, composer, guidance })
 }

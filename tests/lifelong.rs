@@ -282,6 +282,29 @@ fn a_lesson_with_a_moving_average_ends_with_the_average() {
     assert!(norm(&averaged) < norm(&last), "the up factors start at zero, so their average is smaller");
 }
 
+/// A prompt naming a routed concept draws at `ROUTED_GUIDANCE` unless guidance is asked for; a
+/// plain prompt, or a concept of a shared adapter, keeps the plain default.
+#[test]
+fn prompts_naming_routed_concepts_default_to_their_own_guidance() {
+    let memory = MemoryOptions { keep: 1, candidates: 1, refresh: 1, steps: 1, guidance: 1.0 };
+    let options = LessonOptions { steps: 1, lr_lora: 1e-2, ..LessonOptions::default() };
+    let taught = |method: Method| {
+        let mut l = learner();
+        l.lesson("one", &[picture(4, 4)], method, &options, &memory, &mut |_| {}).expect("lesson");
+        l
+    };
+    let routed = taught(Method::Routed);
+    let token = routed.adapter.concepts[0].token.clone();
+    let named = format!("a {token} on the left");
+    assert_eq!(state::guidance_for(Some(&routed.adapter), &named, None, 7.5), state::ROUTED_GUIDANCE);
+    assert_eq!(state::guidance_for(Some(&routed.adapter), &named, Some(9.0), 7.5), 9.0, "asked for wins");
+    assert_eq!(state::guidance_for(Some(&routed.adapter), "a red circle", None, 7.5), 7.5, "no concept named");
+    assert_eq!(state::guidance_for(None, &named, None, 7.5), 7.5, "no store");
+    let shared = taught(Method::Finetune);
+    assert_eq!(state::guidance_for(Some(&shared.adapter), &named, None, 7.5), 7.5, "a shared adapter's concept");
+    assert!(state::ROUTED_GUIDANCE < 7.5);
+}
+
 #[test]
 fn a_routed_lesson_keeps_the_candidate_its_self_check_scores_best() {
     let mut l = learner();

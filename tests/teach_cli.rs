@@ -123,6 +123,15 @@ fn a_routed_store_uses_a_concept_only_where_the_prompt_names_it() {
     assert_eq!(std::fs::read(&with).unwrap(), std::fs::read(&without).unwrap(), "a plain prompt draws the base model");
     let log = generate_prompt(&store, "a <toy> on the left", &named);
     assert!(log.contains("<toy>"), "{log}");
+    // A prompt naming a routed concept draws at ROUTED_GUIDANCE unless --guidance is given.
+    let at = |g: &str| {
+        let out = dir.join(format!("named-{g}.png"));
+        generate_with(&store, "a <toy> on the left", &out, &format!("--guidance={g}"));
+        std::fs::read(out).unwrap()
+    };
+    let named = std::fs::read(&named).unwrap();
+    assert_eq!(named, at(&lifelong_diffusion::lifelong::state::ROUTED_GUIDANCE.to_string()), "the default for a routed concept");
+    assert_ne!(named, at("7.5"), "not the plain prompts' 7.5");
 
     let out = teach(&store, "other", &images, "2").output().unwrap();
     assert!(!out.status.success());

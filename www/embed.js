@@ -14,6 +14,7 @@ function modelFor(model) {
 /**
  * Opens the GPU (in a Web Worker) and loads `model`. Resolves to a generator:
  * `generate(prompt, { steps, guidance, seed, scheduler, negative, onProgress })` -> `{ png: Blob, width, height }`,
+ * (`guidance` left out: 7.5, or 4 for a prompt naming concepts taught with method 'routed'),
  * `teach(name, files, { steps, method, onProgress })` (method: 'l2dm' or 'routed'; default: as the store holds), `concepts.{ list, remove, export, import }`, `close()`.
  */
 export async function createGenerator({ model = 'builtin', worker = true, onLoadProgress } = {}) {
@@ -27,7 +28,7 @@ export async function createGenerator({ model = 'builtin', worker = true, onLoad
     adapter,
     width: info.width,
     height: info.height,
-    async generate(prompt, { steps = 20, guidance = 7.5, seed = 0, scheduler = '', negative = '', onProgress } = {}) {
+    async generate(prompt, { steps = 20, guidance, seed = 0, scheduler = '', negative = '', onProgress } = {}) {
       const r = await client.generate({ prompt, negative, steps, guidance, seed, scheduler }, onProgress);
       return { png: r.png, width: r.width, height: r.height, msPerStep: r.msPerStep };
     },
@@ -89,7 +90,7 @@ class LifelongDiffusionElement extends HTMLElement {
       const gen = await sharedGenerator(this.getAttribute('model'));
       const num = (name, fallback) => { const v = Number(this.getAttribute(name)); return this.hasAttribute(name) && Number.isFinite(v) ? v : fallback; };
       const result = await gen.generate(this.getAttribute('prompt') || '', {
-        steps: num('steps', 20), seed: num('seed', 0), guidance: num('guidance', 7.5),
+        steps: num('steps', 20), seed: num('seed', 0), guidance: num('guidance', undefined),
         scheduler: this.getAttribute('scheduler') || '',
         onProgress: (p) => { status.textContent = `step ${p.step}/${p.total}`; },
       });

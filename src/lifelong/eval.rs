@@ -36,6 +36,9 @@ pub struct LifelongEvalOptions {
     pub pairs: usize,
     pub steps: usize,
     pub guidance: f32,
+    /// Guidance of the prompts that name routed concepts (`generate`'s default for them:
+    /// [`super::state::ROUTED_GUIDANCE`]).
+    pub routed_guidance: f32,
     pub seed: u64,
     pub adapter: AdapterConfig,
     /// Keep every teaching picture and final probe image in [`Row::samples`] (for looking at them).
@@ -149,7 +152,9 @@ fn latent_size(pipeline: &Pipeline) -> [usize; 2] {
 }
 
 fn generate_rgb(drawer: &Drawer, prompt: &str, seed: u64, options: &LifelongEvalOptions, drawing: &Drawing) -> Result<Vec<u8>> {
-    let opts = GenerateOptions { prompt: prompt.into(), steps: options.steps, guidance: options.guidance, seed, orthogonal: drawing.orthogonal, ..Default::default() };
+    let routed_prompt = matches!(drawer, Drawer::PerPrompt(l) | Drawer::Composed(l) if super::state::names_routed(&l.adapter, prompt));
+    let guidance = if routed_prompt { options.routed_guidance } else { options.guidance };
+    let opts = GenerateOptions { prompt: prompt.into(), steps: options.steps, guidance, seed, orthogonal: drawing.orthogonal, ..Default::default() };
     let (routed, composer);
     let pipeline = match drawer {
         Drawer::One(p) => p,

@@ -29,8 +29,9 @@ struct Options {
     negative: String,
     #[serde(default = "default_steps")]
     steps: usize,
-    #[serde(default = "default_guidance")]
-    guidance: f32,
+    /// Absent: 7.5, or 4 for a prompt naming routed concepts (`state::ROUTED_GUIDANCE`).
+    #[serde(default)]
+    guidance: Option<f32>,
     #[serde(default)]
     seed: u64,
     /// `ddim`, `euler`, `euler-a`, `dpm++2m`; absent or empty: the model's own.
@@ -53,16 +54,14 @@ fn default_steps() -> usize {
     20
 }
 
-fn default_guidance() -> f32 {
-    7.5
-}
 
 /// Most steps a page may ask for: beyond this a typo (e.g. 10000) would hang the tab for hours.
 const MAX_STEPS: usize = 1000;
 
 impl Options {
-    /// The generation's options and whether to compose plain relation prompts (`None`: the default).
-    fn parse(json: &str) -> Result<(GenerateOptions, Option<bool>), WebError> {
+    /// The generation's options (their guidance the plain default when none is asked for), the
+    /// guidance asked for, and whether to compose plain relation prompts (`None`: the default).
+    fn parse(json: &str) -> Result<(GenerateOptions, Option<f32>, Option<bool>), WebError> {
         let o: Options = serde_json::from_str(json).map_err(|e| WebError::InvalidOptions(e.to_string()))?;
         if o.steps == 0 || o.steps > MAX_STEPS {
             return Err(WebError::InvalidOptions(format!("steps must be between 1 and {MAX_STEPS}, got {}", o.steps)));
@@ -80,13 +79,13 @@ impl Options {
             prompt: o.prompt,
             negative_prompt: o.negative,
             steps: o.steps,
-            guidance: o.guidance,
+            guidance: o.guidance.unwrap_or(GenerateOptions::default().guidance),
             seed: o.seed,
             scheduler,
             init_latents: None,
             orthogonal,
         };
-        Ok((options, o.compose))
+        Ok((options, o.guidance, o.compose))
     }
 }
 
@@ -156,7 +155,8 @@ impl Generator {
         let this = self.handle();
         wasm_bindgen_futures::future_to_promise(async move {
             this.check_usable()?;
-            let (options, compose) = Options::parse(&options_json)?;
+            let (mut options, guidance, compose) = Options::parse(&options_json)?;
+            options.guidance = state::guidance_for(this.routed.borrow().as_ref().map(|(a, _)| a), &options.prompt, guidance, options.guidance);
             if this.pipeline.borrow().is_none() {
                 return Err(WebError::NoModel.into());
             }
