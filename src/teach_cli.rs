@@ -312,7 +312,7 @@ pub fn apply_store(pipeline: &mut Pipeline, store: Option<PathBuf>, model: Optio
         let [_, h, w] = pipeline.latent_shape();
         composer = Composer::plan(&adapter, &pipeline.model, prompt, [h, w])?;
         state::install_for(&mut pipeline.model, &adapter, prompt)?;
-        guidance = Some(state::guidance_for(Some(&adapter), prompt, None, f32::NAN)).filter(|g| !g.is_nan());
+        guidance = state::names_routed(&adapter, prompt).then_some(state::ROUTED_GUIDANCE);
     }
     let tokens: Vec<String> = entry.concepts.iter().map(|c| c.token.clone()).collect();
     let notes = vec![format!("concepts from {} (version {}): {}", store_dir.display(), entry.version, tokens.join(" "))];
