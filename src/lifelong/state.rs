@@ -108,9 +108,10 @@ pub fn install_for(model: &mut LoadedModel, adapter: &Adapter, prompt: &str) -> 
 /// A routed block is fitted to four pictures and installed for both of guidance's passes; at the
 /// usual 7.5 guidance multiplies the block's fit into halos, mottled backgrounds and lost
 /// outlines (a crescent closed into a ring). Eight concepts of the built-in model, the eval's
-/// lessons: two concepts composed both present and apart in 33 of 64 prompts at 7.5, 49 of 64
-/// at 4; 16 probes each identified 104 of 128 at 7.5, 109 at 4 (README, "Lessons").
-pub const ROUTED_GUIDANCE: f32 = 4.0;
+/// lessons, 64 two-concept prompts composed (both present and apart) and 16 probes each
+/// (identified): 7.5 and 5.5 composed 33, 4 composed 49, 3 and 2 each 52; the probes 104, 109,
+/// 111 and 111 of 128 at 7.5, 4, 3 and 2 (README, "Lessons").
+pub const ROUTED_GUIDANCE: f32 = 3.0;
 
 /// The guidance `prompt` draws with: `requested` when given, else [`ROUTED_GUIDANCE`] when it
 /// names a concept of a routed `adapter`, else `plain` (the pipeline's usual default).

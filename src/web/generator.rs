@@ -29,7 +29,7 @@ struct Options {
     negative: String,
     #[serde(default = "default_steps")]
     steps: usize,
-    /// Absent: 7.5, or 4 for a prompt naming routed concepts (`state::ROUTED_GUIDANCE`).
+    /// Absent: 7.5, or 3 for a prompt naming routed concepts (`state::ROUTED_GUIDANCE`).
     #[serde(default)]
     guidance: Option<f32>,
     #[serde(default)]
