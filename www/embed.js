@@ -14,7 +14,7 @@ function modelFor(model) {
 /**
  * Opens the GPU (in a Web Worker) and loads `model`. Resolves to a generator:
  * `generate(prompt, { steps, guidance, seed, scheduler, negative, onProgress })` -> `{ png: Blob, width, height }`,
- * (`guidance` left out: 7.5, or 4 for a prompt naming concepts taught with method 'routed'),
+ * (`guidance` left out: 7.5, or 3 for a prompt naming concepts taught with method 'routed'),
  * `teach(name, files, { steps, method, onProgress })` (method: 'l2dm' or 'routed'; default: as the store holds), `concepts.{ list, remove, export, import }`, `close()`.
  */
 export async function createGenerator({ model = 'builtin', worker = true, onLoadProgress } = {}) {
