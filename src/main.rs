@@ -188,8 +188,8 @@ struct GenerateArgs {
     model: Option<PathBuf>,
     #[arg(long, default_value_t = 20)]
     steps: usize,
-    /// Classifier-free guidance scale; default 7.5, and 4 for a prompt naming routed concepts
-    /// (their blocks draw cleaner there: README, "Lessons").
+    /// Classifier-free guidance scale; default 7.5, and 3 (`state::ROUTED_GUIDANCE`) for a prompt
+    /// naming routed concepts (their blocks draw cleaner there: README, "Lessons").
     #[arg(long)]
     guidance: Option<f32>,
     /// ddim, euler, euler-a or dpm++2m; default: the model's scheduler_config.json.

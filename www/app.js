@@ -73,7 +73,7 @@ function readOptions() {
   const guidance = parseFloat($('guidance').value);
   return {
     prompt: $('prompt').value, negative: $('negative').value,
-    // Empty: the generator's default (7.5; 4 for a prompt naming concepts taught one block each).
+    // Empty: the generator's default (7.5; 3 for a prompt naming concepts taught one block each).
     steps: int('steps', 20), guidance: Number.isFinite(guidance) ? guidance : undefined,
     seed: Math.max(0, int('seed', 0)), scheduler: $('scheduler').value, attention: true,
   };

@@ -54,7 +54,6 @@ fn default_steps() -> usize {
     20
 }
 
-
 /// Most steps a page may ask for: beyond this a typo (e.g. 10000) would hang the tab for hours.
 const MAX_STEPS: usize = 1000;
 
