@@ -125,6 +125,9 @@ pub struct EvalLifelongArgs {
     /// Decoder steps that refine the teaching pictures' latents (0: the encoder's latents).
     #[arg(long, default_value_t = LessonOptions::default().refine_steps)]
     pub refine_steps: usize,
+    /// Also teach each picture with its object moved to the other places (src/lifelong/augment.rs).
+    #[arg(long)]
+    pub place_views: bool,
     /// ECD's base distillation weight lambda_0 and elasticity kappa, and TAME's replay weight mu.
     #[arg(long, default_value_t = LessonOptions::default().distill)]
     pub distill: f32,
@@ -132,7 +135,8 @@ pub struct EvalLifelongArgs {
     pub kappa: f32,
     #[arg(long, default_value_t = LessonOptions::default().mu)]
     pub mu: f32,
-    /// Weight of the lessons' unconditional anchor (0 turns it off).
+    /// Weight of the lessons' unconditional anchor (0 turns it off; routed and finetune lessons
+    /// never carry it).
     #[arg(long, default_value_t = 1.0)]
     pub uncond: f32,
     /// Guidance of the prompts that name routed concepts (the generation's default for them).
@@ -154,7 +158,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         concepts: args.concepts,
         names: args.names.clone(),
         images: args.images,
-        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, lr_end: args.lr_end, object_weight: args.object_weight, candidates: args.candidates, prompt_dropout: args.prompt_dropout, ema: args.ema, init_search: !args.no_init_search, refine_steps: args.refine_steps, uncond: args.uncond, distill: args.distill, kappa: args.kappa, mu: args.mu, ..LessonOptions::default() },
+        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, lr_end: args.lr_end, object_weight: args.object_weight, candidates: args.candidates, prompt_dropout: args.prompt_dropout, ema: args.ema, init_search: !args.no_init_search, refine_steps: args.refine_steps, place_views: args.place_views, uncond: args.uncond, distill: args.distill, kappa: args.kappa, mu: args.mu, ..LessonOptions::default() },
         memory: MemoryOptions::default(),
         probes: args.probes,
         pairs: args.pairs,

@@ -233,9 +233,10 @@ fn routed_lessons_isolate_concepts_and_leave_plain_prompts_alone() {
 
 /// The unconditional anchor is for adapters that every prompt sees: a routed block only ever
 /// draws prompts naming its concept (guidance's empty pass included), so its lesson leaves the
-/// anchor out; a shared-adapter lesson keeps it.
+/// anchor out. The anchor protects the base's empty-prompt branch, so the unprotected finetune
+/// baseline leaves it out too; a protected shared-adapter lesson (here EWC's) keeps it.
 #[test]
-fn routed_lessons_leave_out_the_unconditional_anchor() {
+fn routed_and_finetune_lessons_leave_out_the_unconditional_anchor() {
     let lesson = |method: Method, uncond: f32| {
         let mut l = learner();
         let options = LessonOptions { steps: 2, lr_lora: 1e-2, uncond, ..LessonOptions::default() };
@@ -244,7 +245,8 @@ fn routed_lessons_leave_out_the_unconditional_anchor() {
         report.last_loss
     };
     assert_eq!(lesson(Method::Routed, 0.0), lesson(Method::Routed, 5.0), "a routed lesson ignores the anchor's weight");
-    assert_ne!(lesson(Method::Finetune, 0.0), lesson(Method::Finetune, 5.0), "a shared lesson adds the anchor");
+    assert_eq!(lesson(Method::Finetune, 0.0), lesson(Method::Finetune, 5.0), "finetune has no protection, the anchor included");
+    assert_ne!(lesson(Method::Ewc, 0.0), lesson(Method::Ewc, 5.0), "a protected shared lesson adds the anchor");
 }
 
 /// Caption dropout trains a share of the concept's rows on the empty prompt. With every row

@@ -57,9 +57,12 @@ impl Method {
     /// branch at the base model buys nothing: it only makes the block's whole drift (backgrounds,
     /// contrast) a text-conditional difference that guidance multiplies into halos. Four outline
     /// concepts, 300 steps: 34.4% identified with the anchor, 81.2% without (README, "Lessons");
-    /// the lesson also runs in about half the time.
+    /// the lesson also runs in about half the time. Finetune is the unprotected baseline, and the
+    /// anchor protects the base model's empty-prompt branch, so finetune goes without it too:
+    /// with it, finetune learnt 21.9% of its probes and so had only that to forget (README,
+    /// "Lessons").
     fn uncond(self, requested: f32) -> f32 {
-        if self == Method::Routed { 0.0 } else { requested }
+        if matches!(self, Method::Routed | Method::Finetune) { 0.0 } else { requested }
     }
 
     fn keeps_memory(self) -> bool {
@@ -182,15 +185,17 @@ impl Learner {
         let teacher = (!replay.is_empty()).then(|| self.adapter.frozen(&self.trainer.device));
         let (init, ranked) = self.initial_embedding(&token, &new, options)?;
         let options = LessonOptions { protection: method.protection(), uncond: method.uncond(options.uncond), ..options.clone() };
+        let views = self.place_views(&new, &options)?;
+        let taught_on: Vec<Example> = new.iter().cloned().chain(views).collect();
         let mut report = if matches!(method, Method::LoraMerge | Method::Routed) {
             // The pictures' signatures serve the self-check only, which needs two candidates.
             let taught = if options.candidates > 1 { self.signatures(pictures)? } else { Vec::new() };
             let check = SelfCheck { taught, sample: SampleOptions { steps: memory.steps, guidance: memory.guidance, seed: options.seed ^ 0xC4EC } };
-            self.lesson_merged(name, &token, token_id, init, &new, &options, method == Method::Routed, &check, progress)?
+            self.lesson_merged(name, &token, token_id, init, (&taught_on, &new), &options, method == Method::Routed, &check, progress)?
         } else {
             self.adapter.add_concept(name, &token, token_id, init)?;
             let mut student = self.adapter.trainable(&self.trainer.device);
-            let report = teach(&self.trainer, &mut student, teacher.as_ref(), &new, &replay, &options, progress)?;
+            let report = teach(&self.trainer, &mut student, teacher.as_ref(), &taught_on, &replay, &options, progress)?;
             self.adapter = student;
             report
         };
@@ -230,7 +235,7 @@ impl Learner {
         token: &str,
         token_id: i64,
         init: Tensor<2>,
-        new: &[Example],
+        (new, pictures): (&[Example], &[Example]),
         options: &LessonOptions,
         route: bool,
         check: &SelfCheck,
@@ -244,7 +249,7 @@ impl Learner {
         fresh.add_concept(name, token, token_id, init)?;
         let mut report = teach(&self.trainer, &mut fresh, None, new, &[], options, progress)?;
         if report.candidates.len() > 1 && !check.taught.is_empty() {
-            let prompts: Vec<String> = new.iter().map(|e| e.prompt.clone()).collect();
+            let prompts: Vec<String> = pictures.iter().map(|e| e.prompt.clone()).collect();
             // The base model with the trainer's tokenizer: the earlier concepts' tokens keep
             // their ids, so the new one installs at the id it was trained with.
             let mut base = self.base.clone();
@@ -309,6 +314,20 @@ impl Learner {
             .map(|(i, p)| Example { latents: found.latents.clone().narrow(0, i, 1), prompt: picture_prompt(token, p.words.as_deref()) })
             .collect();
         Ok((examples, found.refined.then_some(found.far_share)))
+    }
+
+    /// The place views of the pictures' examples when `options` asks for them and the model
+    /// draws the shapes world, whose place words they rewrite (src/lifelong/augment.rs).
+    fn place_views(&self, examples: &[Example], options: &LessonOptions) -> Result<Vec<Example>> {
+        if !options.place_views || self.base.world.as_deref() != Some(crate::world::WORLD_NAME) {
+            return Ok(Vec::new());
+        }
+        let side = Pipeline::new(self.base.clone(), self.device.clone()).image_size()[1];
+        let mut views = Vec::new();
+        for e in examples {
+            views.extend(super::augment::place_views(e, side)?);
+        }
+        Ok(views)
     }
 
     /// The teaching pictures' subjects, for the lesson's self-check (pictures where nothing

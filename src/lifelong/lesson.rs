@@ -78,6 +78,9 @@ pub struct LessonOptions {
     /// Adam steps that refine the pictures' latents until they decode to the pictures
     /// (src/lifelong/invert.rs); 0 teaches the encoder's latents.
     pub refine_steps: usize,
+    /// For models of the shapes world: also teach each picture whose words name a place with its
+    /// object moved to every other place (src/lifelong/augment.rs).
+    pub place_views: bool,
     pub mu: f32,
     /// Base distillation weight `lambda_0`.
     pub distill: f32,
@@ -107,6 +110,7 @@ impl Default for LessonOptions {
             ema: 0.0,
             init_search: true,
             refine_steps: 10,
+            place_views: false,
             // Replaying memory against the noise (mu 1) pulled plain prompts from 50% to 12.5%
             // right (its samples carry guidance's overshoot, which training on them amplifies);
             // distillation toward the teacher keeps them without that (README, "Lessons").

@@ -4,6 +4,7 @@
 pub mod adam;
 pub mod adapter;
 pub mod artist;
+pub mod augment;
 pub mod compose;
 pub mod store;
 pub mod lesson;

@@ -36,6 +36,6 @@ pub use heldout::{novelty, Novelty, HELD_OUT_COMBINATIONS, HELD_OUT_PAIRS};
 pub use parse::parse;
 pub use render::{render, IMAGE_BYTES};
 pub use sample::{sample_scene, sample_spec, scene_at, Split};
-pub use scene::{realize, Layout, Object, ObjectSpec, Scene, SceneKind, Spec};
+pub use scene::{place_anchor, realize, Layout, Object, ObjectSpec, Scene, SceneKind, Spec};
 pub use score::{check, detect, detect_f32, judge, DetectedObject, Detection, Tally, Verdict};
 pub use vocab::{Background, Color, Place, Relation, Shape, Size};

@@ -194,6 +194,22 @@ const PLACE_HI: f32 = 44.0;
 const MID_LO: f32 = 24.0;
 const MID_HI: f32 = 40.0;
 
+/// The middle of the centres [`place_center`] draws for `place` and half side `h`: where an
+/// object named at `place` sits most typically (lessons move objects there: src/lifelong/augment.rs).
+pub fn place_anchor(place: Place, h: f32) -> [f32; 2] {
+    let canvas = SIZE as f32;
+    let near = 0.5 * (h + EDGE_MARGIN + PLACE_LO);
+    let far = 0.5 * (PLACE_HI + canvas - EDGE_MARGIN - h);
+    let mid = 0.5 * (MID_LO + MID_HI);
+    match place {
+        Place::Left => [near, mid],
+        Place::Right => [far, mid],
+        Place::Top => [mid, near],
+        Place::Bottom => [mid, far],
+        Place::Center => [mid, mid],
+    }
+}
+
 /// A centre inside `place`'s region and in the middle band of the other axis, with the whole box
 /// (half side `h`) inside the canvas.
 fn place_center(rng: &mut Rng, place: Place, h: f32) -> [f32; 2] {

@@ -1,0 +1,190 @@
+//! Place views of teaching pictures for models of the shapes world: a picture whose words name
+//! a place ("on the left") is also taught with its object moved to each other place, the words
+//! changed to match. Four pictures show a concept at four places and two sizes, so a probe such
+//! as "a large <tee> on the right" asks for a combination no picture showed, and there the base
+//! model's nearest shape showed through (a cross for the tee, a ring for the crescent: README,
+//! "Lessons"). Custom Diffusion augments its few pictures in the same spirit (Kumari et al. 2023,
+//! sec. 3.2: random rescaling, with the prompt saying "very small" or "zoomed in").
+//!
+//! The move is done on the latents, not the pixels: the VAE is convolutional, so the object's
+//! latent patch moved by whole cells is the object moved by whole cells' worth of pixels, and no
+//! picture is encoded or refined again. Only the object's cells ([`object_cells`]: a ring of soft
+//! edges included) move; the cells it leaves take the background's median latent, and
+//! everything else, the image's border cells included, stays as encoded.
+
+use burn::prelude::*;
+
+use super::lesson::Example;
+use crate::error::{Error, Result};
+use crate::world::{place_anchor, Place};
+
+/// `example` with its object moved to each place its prompt does not name, one view per place;
+/// empty when the prompt names no place or no object stands out from the background.
+pub fn place_views(example: &Example, image_side: usize) -> Result<Vec<Example>> {
+    let Some(named) = Place::ALL.iter().copied().find(|p| example.prompt.contains(p.phrase())) else {
+        return Ok(Vec::new());
+    };
+    let [_, c, h, w] = example.latents.dims();
+    let values = latent_values(&example.latents)?;
+    let median = interior_medians(&values, [c, h, w]);
+    let mask = object_cells(&values, &median, [c, h, w]);
+    let Some(bbox) = bounding_box(&mask, w) else { return Ok(Vec::new()) };
+    if (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]) * 2 > h * w {
+        // Half the picture or more "differs from the background": not a flat-background picture.
+        return Ok(Vec::new());
+    }
+    let cell = image_side as f32 / w as f32;
+    let device = example.latents.device();
+    let mut views = Vec::new();
+    for place in Place::ALL.iter().copied().filter(|&p| p != named) {
+        let shift = shift_to(bbox, place, cell, [h, w]);
+        let moved = moved_object(&values, &mask, &median, [c, h, w], shift);
+        views.push(Example {
+            latents: Tensor::from_data(TensorData::new(moved, [1, c, h, w]), &device),
+            prompt: example.prompt.replacen(named.phrase(), place.phrase(), 1),
+        });
+    }
+    Ok(views)
+}
+
+fn latent_values(latents: &Tensor<4>) -> Result<Vec<f32>> {
+    latents.to_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("teaching latents: {e:?}")))
+}
+
+/// `[x0, y0, x1, y1)` of the cells where `mask` is 1 (`w` cells a row).
+fn bounding_box(mask: &[f32], w: usize) -> Option<[usize; 4]> {
+    let cells: Vec<(usize, usize)> = mask.iter().enumerate().filter(|(_, &m)| m > 0.5).map(|(i, _)| (i % w, i / w)).collect();
+    let x0 = cells.iter().map(|c| c.0).min()?;
+    let y0 = cells.iter().map(|c| c.1).min()?;
+    let x1 = cells.iter().map(|c| c.0).max()? + 1;
+    let y1 = cells.iter().map(|c| c.1).max()? + 1;
+    Some([x0, y0, x1, y1])
+}
+
+/// Whether cell `p` of a `[h, w]` grid lies inside its outermost ring. The VAE's latents differ
+/// from the background along the image's border (zero padding), so the ring is left out of the
+/// background's median and of the object's core; it is never "the object" on its own.
+fn interior(p: usize, [h, w]: [usize; 2]) -> bool {
+    let (y, x) = (p / w, p % w);
+    y > 0 && x > 0 && y + 1 < h && x + 1 < w
+}
+
+/// The background's latent: per channel, the median over the interior cells.
+fn interior_medians(values: &[f32], [c, h, w]: [usize; 3]) -> Vec<f32> {
+    let n = h * w;
+    (0..c)
+        .map(|ch| {
+            let mut v: Vec<f32> = (0..n).filter(|&p| interior(p, [h, w])).map(|p| values[ch * n + p]).collect();
+            v.sort_by(f32::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        })
+        .collect()
+}
+
+/// Share of the largest interior distance from the background latent above which a cell is the
+/// object's core (as `memory::object_mask`'s threshold).
+const CORE_THRESHOLD: f32 = 0.15;
+
+/// 1 at the object's cells: interior cells farther than [`CORE_THRESHOLD`] of the largest
+/// distance from the background latent, and their eight neighbours (soft edges, border ring
+/// included); 0 elsewhere. All 0 when nothing stands out.
+fn object_cells(values: &[f32], median: &[f32], [c, h, w]: [usize; 3]) -> Vec<f32> {
+    let n = h * w;
+    let dist: Vec<f32> = (0..n).map(|p| (0..c).map(|ch| (values[ch * n + p] - median[ch]).powi(2)).sum::<f32>().sqrt()).collect();
+    let largest = (0..n).filter(|&p| interior(p, [h, w])).map(|p| dist[p]).fold(0.0, f32::max);
+    let core = |y: i64, x: i64| {
+        y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w && {
+            let p = y as usize * w + x as usize;
+            interior(p, [h, w]) && dist[p] > CORE_THRESHOLD * largest
+        }
+    };
+    (0..n)
+        .map(|p| {
+            let (y, x) = ((p / w) as i64, (p % w) as i64);
+            let near = (-1..=1).any(|dy| (-1..=1).any(|dx| core(y + dy, x + dx)));
+            if near && largest > 1e-6 { 1.0 } else { 0.0 }
+        })
+        .collect()
+}
+
+/// Whole cells `[dx, dy]` that bring the box's centre to `place`'s anchor, kept so the box stays
+/// inside the `[h, w]` grid. The box carries one ring of edge cells, so the object's own half
+/// extent in pixels is the box's less one cell.
+fn shift_to(bbox: [usize; 4], place: Place, cell: f32, [h, w]: [usize; 2]) -> [i64; 2] {
+    let [x0, y0, x1, y1] = bbox.map(|v| v as f32);
+    let half = ((x1 - x0).max(y1 - y0) * 0.5 - 1.0).max(0.5) * cell;
+    let [ax, ay] = place_anchor(place, half);
+    let axis = |anchor_px: f32, lo: f32, hi: f32, n: usize| {
+        let d = (anchor_px / cell - (lo + hi) * 0.5).round() as i64;
+        d.clamp(-(lo as i64), n as i64 - hi as i64)
+    };
+    [axis(ax, x0, x1, w), axis(ay, y0, y1, h)]
+}
+
+/// The latents with the object's cells moved by `[dx, dy]`: background median where it was,
+/// its values where it lands, the rest unchanged.
+fn moved_object(values: &[f32], mask: &[f32], median: &[f32], [c, h, w]: [usize; 3], [dx, dy]: [i64; 2]) -> Vec<f32> {
+    let n = h * w;
+    let mut out = values.to_vec();
+    for (p, _) in mask.iter().enumerate().filter(|(_, &m)| m > 0.5) {
+        for ch in 0..c {
+            out[ch * n + p] = median[ch];
+        }
+    }
+    for (p, _) in mask.iter().enumerate().filter(|(_, &m)| m > 0.5) {
+        let (x, y) = ((p % w) as i64 + dx, (p / w) as i64 + dy);
+        if x < 0 || y < 0 || x >= w as i64 || y >= h as i64 {
+            continue;
+        }
+        let q = y as usize * w + x as usize;
+        for ch in 0..c {
+            out[ch * n + q] = values[ch * n + p];
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 16 x 16 grid of background 0 with a 3 x 3 object of 5.0 at cells (2..5, 6..9).
+    fn example(prompt: &str) -> Example {
+        let (c, h, w) = (4, 16, 16);
+        let mut v = vec![0.0f32; c * h * w];
+        for ch in 0..c {
+            for y in 6..9 {
+                for x in 2..5 {
+                    v[ch * h * w + y * w + x] = 5.0;
+                }
+            }
+        }
+        Example { latents: Tensor::from_data(TensorData::new(v, [1, c, h, w]), &Device::flex()), prompt: prompt.into() }
+    }
+
+    fn object_cells(e: &Example) -> Vec<(usize, usize)> {
+        let v = latent_values(&e.latents).unwrap();
+        (0..256).filter(|&p| v[p] > 2.5).map(|p| (p % 16, p / 16)).collect()
+    }
+
+    #[test]
+    fn moves_the_object_to_every_other_place_and_says_so() {
+        let views = place_views(&example("a large <x> on the left on a gray background"), 64).unwrap();
+        let prompts: Vec<&str> = views.iter().map(|v| v.prompt.as_str()).collect();
+        assert_eq!(prompts, ["a large <x> on the right on a gray background", "a large <x> at the top on a gray background", "a large <x> at the bottom on a gray background", "a large <x> in the center on a gray background"]);
+        for view in &views {
+            let cells = object_cells(view);
+            assert_eq!(cells.len(), 9, "the whole object moves, nothing else becomes object: {}", view.prompt);
+            let (cx, cy) = (cells.iter().map(|c| c.0 as f32).sum::<f32>() / 9.0 * 4.0 + 2.0, cells.iter().map(|c| c.1 as f32).sum::<f32>() / 9.0 * 4.0 + 2.0);
+            let place = Place::ALL.iter().copied().find(|p| view.prompt.contains(p.phrase())).unwrap();
+            assert!(place.contains([cx, cy]), "{} lands at ({cx}, {cy})", view.prompt);
+        }
+    }
+
+    #[test]
+    fn no_place_word_or_no_object_means_no_views() {
+        assert!(place_views(&example("a <x> on a gray background"), 64).unwrap().is_empty());
+        let flat = Example { latents: Tensor::zeros([1, 4, 16, 16], &Device::flex()), prompt: "a <x> on the left".into() };
+        assert!(place_views(&flat, 64).unwrap().is_empty());
+    }
+}
