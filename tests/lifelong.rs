@@ -249,6 +249,54 @@ fn routed_and_finetune_lessons_leave_out_the_unconditional_anchor() {
     assert_ne!(lesson(Method::Ewc, 0.0), lesson(Method::Ewc, 5.0), "a protected shared lesson adds the anchor");
 }
 
+/// Place views on the built-in model (src/lifelong/augment.rs): each of the tee's four teaching
+/// pictures gives four views, and each decodes to a tee at the place its words now name. A
+/// lesson trains on them only when asked, and only for a shapes-world model.
+#[test]
+fn place_views_move_the_object_where_their_words_say() {
+    use lifelong_diffusion::lifelong::augment::place_views;
+    use lifelong_diffusion::pipeline::{image_to_rgb8, rgb8_to_image, Pipeline};
+    use lifelong_diffusion::world::concepts::{best_concept, concept_by_name, identify, novel_concepts, teaching_images};
+    use lifelong_diffusion::world::Place;
+    let device = Device::flex();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/builtin");
+    let base = loader::load(&Folder(dir.clone()), &device).expect("built-in model");
+    let trained = loader::load(&Folder(dir), &device.clone().autodiff()).expect("built-in model");
+    let tee = concept_by_name("tee").unwrap();
+    let pictures: Vec<Picture> = teaching_images(&tee, 4, 0)
+        .into_iter()
+        .map(|(rgb, words)| Picture { image: rgb8_to_image(&rgb, 64, &device), words: Some(words.prompt(&tee).replace(&tee.token(), "{}")) })
+        .collect();
+    let lesson = |world: bool, place_views: bool| {
+        let mut l = Learner::new(base.clone(), device.clone(), trained.clone(), AdapterConfig::default()).expect("learner");
+        if !world {
+            l.base.world = None;
+        }
+        let options = LessonOptions { steps: 1, place_views, init_search: false, refine_steps: 0, ..LessonOptions::default() };
+        l.lesson("tee", &pictures, Method::Routed, &options, &MemoryOptions::default(), &mut |_| {}).expect("lesson").last_loss
+    };
+    assert_ne!(lesson(true, true), lesson(true, false), "a world lesson with place views trains on more than the pictures");
+    assert_eq!(lesson(false, true), lesson(false, false), "other models' lessons ignore the option");
+
+    let l = Learner::new(base.clone(), device.clone(), trained.clone(), AdapterConfig::default()).expect("learner");
+    let (examples, _) = l.examples(&tee.token(), &pictures, LessonOptions::default().refine_steps).expect("examples");
+    let all = novel_concepts();
+    let pipeline = Pipeline::new(base.clone(), device.clone());
+    for example in &examples {
+        let plain = Example { latents: Tensor::from_data(example.latents.to_data(), &device), prompt: example.prompt.clone() };
+        let views = place_views(&plain, 64).expect("views");
+        assert_eq!(views.len(), 4, "{}", example.prompt);
+        for view in views {
+            let rgb = image_to_rgb8(&pipeline.decode(view.latents)).unwrap();
+            let found = identify(&rgb, &all);
+            let place = Place::ALL.iter().copied().find(|p| view.prompt.contains(p.phrase())).unwrap();
+            let at: Vec<[f32; 2]> = found.iter().map(|d| d.center).collect();
+            assert_eq!(best_concept(&rgb, &all), Some("tee"), "{}", view.prompt);
+            assert!(at.len() == 1 && place.contains(at[0]), "{}: one object, in place: {at:?}", view.prompt);
+        }
+    }
+}
+
 /// Caption dropout trains a share of the concept's rows on the empty prompt. With every row
 /// dropped, the concept's token is in no prompt, so its embedding meets no gradient and its
 /// learning rate changes nothing; with none dropped it does.
@@ -439,3 +487,4 @@ fn private_steps_draw_each_region_from_its_own_concept_alone() {
     assert!(gap(&private_two, &private_three) < 1e-3, "private steps: the left region is <one>'s alone");
     assert!(gap(&shared_two, &shared_three) > 1e-3, "shared latents: the right region's concept reaches the left");
 }
+

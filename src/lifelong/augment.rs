@@ -9,8 +9,11 @@
 //! The move is done on the latents, not the pixels: the VAE is convolutional, so the object's
 //! latent patch moved by whole cells is the object moved by whole cells' worth of pixels, and no
 //! picture is encoded or refined again. Only the object's cells ([`object_cells`]: a ring of soft
-//! edges included) move; the cells it leaves take the background's median latent, and
-//! everything else, the image's border cells included, stays as encoded.
+//! edges included) move; the cells it leaves take the background's latent, and everything else
+//! stays as encoded. The image's outermost ring of cells carries the VAE's own edge values (zero
+//! padding), which the decoder needs to draw a plain border: there a vacated cell copies the
+//! nearest border cell the object never covered, and the object's soft ring never overwrites it
+//! (its core does: an object may touch the edge).
 
 use burn::prelude::*;
 
@@ -27,9 +30,9 @@ pub fn place_views(example: &Example, image_side: usize) -> Result<Vec<Example>>
     let [_, c, h, w] = example.latents.dims();
     let values = latent_values(&example.latents)?;
     let median = interior_medians(&values, [c, h, w]);
-    let mask = object_cells(&values, &median, [c, h, w]);
-    let Some(bbox) = bounding_box(&mask, w) else { return Ok(Vec::new()) };
-    if (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]) * 2 > h * w {
+    let cells = object_cells(&values, &median, [c, h, w]);
+    let Some(bbox) = bounding_box(&cells, w, |k| k == Cell::Core) else { return Ok(Vec::new()) };
+    if (bbox[2] - bbox[0] + 2) * (bbox[3] - bbox[1] + 2) * 2 > h * w {
         // Half the picture or more "differs from the background": not a flat-background picture.
         return Ok(Vec::new());
     }
@@ -38,7 +41,7 @@ pub fn place_views(example: &Example, image_side: usize) -> Result<Vec<Example>>
     let mut views = Vec::new();
     for place in Place::ALL.iter().copied().filter(|&p| p != named) {
         let shift = shift_to(bbox, place, cell, [h, w]);
-        let moved = moved_object(&values, &mask, &median, [c, h, w], shift);
+        let moved = moved_object(&values, &cells, &median, [c, h, w], shift);
         views.push(Example {
             latents: Tensor::from_data(TensorData::new(moved, [1, c, h, w]), &device),
             prompt: example.prompt.replacen(named.phrase(), place.phrase(), 1),
@@ -51,9 +54,9 @@ fn latent_values(latents: &Tensor<4>) -> Result<Vec<f32>> {
     latents.to_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("teaching latents: {e:?}")))
 }
 
-/// `[x0, y0, x1, y1)` of the cells where `mask` is 1 (`w` cells a row).
-fn bounding_box(mask: &[f32], w: usize) -> Option<[usize; 4]> {
-    let cells: Vec<(usize, usize)> = mask.iter().enumerate().filter(|(_, &m)| m > 0.5).map(|(i, _)| (i % w, i / w)).collect();
+/// `[x0, y0, x1, y1)` of the cells of the kinds `which` picks (`w` cells a row).
+fn bounding_box(cells: &[Cell], w: usize, which: impl Fn(Cell) -> bool) -> Option<[usize; 4]> {
+    let cells: Vec<(usize, usize)> = cells.iter().enumerate().filter(|(_, &k)| which(k)).map(|(i, _)| (i % w, i / w)).collect();
     let x0 = cells.iter().map(|c| c.0).min()?;
     let y0 = cells.iter().map(|c| c.1).min()?;
     let x1 = cells.iter().map(|c| c.0).max()? + 1;
@@ -85,10 +88,19 @@ fn interior_medians(values: &[f32], [c, h, w]: [usize; 3]) -> Vec<f32> {
 /// object's core (as `memory::object_mask`'s threshold).
 const CORE_THRESHOLD: f32 = 0.15;
 
-/// 1 at the object's cells: interior cells farther than [`CORE_THRESHOLD`] of the largest
-/// distance from the background latent, and their eight neighbours (soft edges, border ring
-/// included); 0 elsewhere. All 0 when nothing stands out.
-fn object_cells(values: &[f32], median: &[f32], [c, h, w]: [usize; 3]) -> Vec<f32> {
+/// What a latent cell shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cell {
+    Background,
+    /// A neighbour of the core: the object's soft edge, or background next to it.
+    Edge,
+    Core,
+}
+
+/// The object's core: interior cells farther than [`CORE_THRESHOLD`] of the largest distance
+/// from the background latent; its edge: their other eight neighbours (border ring included).
+/// All background when nothing stands out.
+fn object_cells(values: &[f32], median: &[f32], [c, h, w]: [usize; 3]) -> Vec<Cell> {
     let n = h * w;
     let dist: Vec<f32> = (0..n).map(|p| (0..c).map(|ch| (values[ch * n + p] - median[ch]).powi(2)).sum::<f32>().sqrt()).collect();
     let largest = (0..n).filter(|&p| interior(p, [h, w])).map(|p| dist[p]).fold(0.0, f32::max);
@@ -102,17 +114,31 @@ fn object_cells(values: &[f32], median: &[f32], [c, h, w]: [usize; 3]) -> Vec<f3
         .map(|p| {
             let (y, x) = ((p / w) as i64, (p % w) as i64);
             let near = (-1..=1).any(|dy| (-1..=1).any(|dx| core(y + dy, x + dx)));
-            if near && largest > 1e-6 { 1.0 } else { 0.0 }
+            match (largest > 1e-6, core(y, x), near) {
+                (false, _, _) => Cell::Background,
+                (true, true, _) => Cell::Core,
+                (true, false, true) => Cell::Edge,
+                (true, false, false) => Cell::Background,
+            }
         })
         .collect()
 }
 
-/// Whole cells `[dx, dy]` that bring the box's centre to `place`'s anchor, kept so the box stays
-/// inside the `[h, w]` grid. The box carries one ring of edge cells, so the object's own half
-/// extent in pixels is the box's less one cell.
+/// For a border-ring cell `p` the object covers: the nearest cell along the same edge that it
+/// does not (the edge's own latent there); `p` itself when the whole edge is covered.
+fn border_stand_in(p: usize, cells: &[Cell], [h, w]: [usize; 2]) -> usize {
+    let (y, x) = (p / w, p % w);
+    let free = |q: usize| cells[q] == Cell::Background;
+    let along: Vec<usize> = if y == 0 || y + 1 == h { (0..w).map(|x2| y * w + x2).collect() } else { (0..h).map(|y2| y2 * w + x).collect() };
+    along.into_iter().filter(|&q| free(q)).min_by_key(|&q| (q / w).abs_diff(y) + (q % w).abs_diff(x)).unwrap_or(p)
+}
+
+/// Whole cells `[dx, dy]` that bring the core's box to `place`'s anchor, kept so the core stays
+/// inside the `[h, w]` grid (its soft ring may leave it). The core's cells are those the object
+/// covers most of, so its half extent in pixels is about the box's half.
 fn shift_to(bbox: [usize; 4], place: Place, cell: f32, [h, w]: [usize; 2]) -> [i64; 2] {
     let [x0, y0, x1, y1] = bbox.map(|v| v as f32);
-    let half = ((x1 - x0).max(y1 - y0) * 0.5 - 1.0).max(0.5) * cell;
+    let half = ((x1 - x0).max(y1 - y0) * 0.5).max(0.5) * cell;
     let [ax, ay] = place_anchor(place, half);
     let axis = |anchor_px: f32, lo: f32, hi: f32, n: usize| {
         let d = (anchor_px / cell - (lo + hi) * 0.5).round() as i64;
@@ -121,22 +147,27 @@ fn shift_to(bbox: [usize; 4], place: Place, cell: f32, [h, w]: [usize; 2]) -> [i
     [axis(ax, x0, x1, w), axis(ay, y0, y1, h)]
 }
 
-/// The latents with the object's cells moved by `[dx, dy]`: background median where it was,
-/// its values where it lands, the rest unchanged.
-fn moved_object(values: &[f32], mask: &[f32], median: &[f32], [c, h, w]: [usize; 3], [dx, dy]: [i64; 2]) -> Vec<f32> {
+/// The latents with the object's cells moved by `[dx, dy]`: the background where it was (see
+/// the module's note on the border ring), its values where it lands, the rest unchanged.
+fn moved_object(values: &[f32], cells: &[Cell], median: &[f32], [c, h, w]: [usize; 3], [dx, dy]: [i64; 2]) -> Vec<f32> {
     let n = h * w;
     let mut out = values.to_vec();
-    for (p, _) in mask.iter().enumerate().filter(|(_, &m)| m > 0.5) {
+    let object: Vec<usize> = (0..n).filter(|&p| cells[p] != Cell::Background).collect();
+    for &p in &object {
+        let stand_in = (!interior(p, [h, w])).then(|| border_stand_in(p, cells, [h, w]));
         for ch in 0..c {
-            out[ch * n + p] = median[ch];
+            out[ch * n + p] = stand_in.map_or(median[ch], |q| values[ch * n + q]);
         }
     }
-    for (p, _) in mask.iter().enumerate().filter(|(_, &m)| m > 0.5) {
+    for &p in &object {
         let (x, y) = ((p % w) as i64 + dx, (p / w) as i64 + dy);
         if x < 0 || y < 0 || x >= w as i64 || y >= h as i64 {
             continue;
         }
         let q = y as usize * w + x as usize;
+        if cells[p] == Cell::Edge && !interior(q, [h, w]) {
+            continue;
+        }
         for ch in 0..c {
             out[ch * n + q] = values[ch * n + p];
         }

@@ -194,12 +194,15 @@ const PLACE_HI: f32 = 44.0;
 const MID_LO: f32 = 24.0;
 const MID_HI: f32 = 40.0;
 
-/// The middle of the centres [`place_center`] draws for `place` and half side `h`: where an
-/// object named at `place` sits most typically (lessons move objects there: src/lifelong/augment.rs).
+/// A centre for an object of half side `h` named at `place`, deep inside the range
+/// [`place_center`] draws from: a quarter of the way from the outermost centre the box allows to
+/// the region's inner limit (the middle of the other axis). Lessons move objects there by whole
+/// latent cells (src/lifelong/augment.rs), which lands a few pixels off; from the range's middle
+/// a large tee came out across the region's border.
 pub fn place_anchor(place: Place, h: f32) -> [f32; 2] {
     let canvas = SIZE as f32;
-    let near = 0.5 * (h + EDGE_MARGIN + PLACE_LO);
-    let far = 0.5 * (PLACE_HI + canvas - EDGE_MARGIN - h);
+    let near = (h + EDGE_MARGIN) + 0.25 * (PLACE_LO - (h + EDGE_MARGIN));
+    let far = (canvas - EDGE_MARGIN - h) - 0.25 * ((canvas - EDGE_MARGIN - h) - PLACE_HI);
     let mid = 0.5 * (MID_LO + MID_HI);
     match place {
         Place::Left => [near, mid],
