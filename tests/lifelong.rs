@@ -487,4 +487,3 @@ fn private_steps_draw_each_region_from_its_own_concept_alone() {
     assert!(gap(&private_two, &private_three) < 1e-3, "private steps: the left region is <one>'s alone");
     assert!(gap(&shared_two, &shared_three) > 1e-3, "shared latents: the right region's concept reaches the left");
 }
-

@@ -18,6 +18,7 @@
 use burn::prelude::*;
 
 use super::lesson::Example;
+use super::memory::OBJECT_THRESHOLD;
 use crate::error::{Error, Result};
 use crate::world::{place_anchor, Place};
 
@@ -31,7 +32,7 @@ pub fn place_views(example: &Example, image_side: usize) -> Result<Vec<Example>>
     let values = latent_values(&example.latents)?;
     let median = interior_medians(&values, [c, h, w]);
     let cells = object_cells(&values, &median, [c, h, w]);
-    let Some(bbox) = bounding_box(&cells, w, |k| k == Cell::Core) else { return Ok(Vec::new()) };
+    let Some(bbox) = core_box(&cells, w) else { return Ok(Vec::new()) };
     if (bbox[2] - bbox[0] + 2) * (bbox[3] - bbox[1] + 2) * 2 > h * w {
         // Half the picture or more "differs from the background": not a flat-background picture.
         return Ok(Vec::new());
@@ -54,9 +55,9 @@ fn latent_values(latents: &Tensor<4>) -> Result<Vec<f32>> {
     latents.to_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("teaching latents: {e:?}")))
 }
 
-/// `[x0, y0, x1, y1)` of the cells of the kinds `which` picks (`w` cells a row).
-fn bounding_box(cells: &[Cell], w: usize, which: impl Fn(Cell) -> bool) -> Option<[usize; 4]> {
-    let cells: Vec<(usize, usize)> = cells.iter().enumerate().filter(|(_, &k)| which(k)).map(|(i, _)| (i % w, i / w)).collect();
+/// `[x0, y0, x1, y1)` of the object's core cells (`w` cells a row).
+fn core_box(cells: &[Cell], w: usize) -> Option<[usize; 4]> {
+    let cells: Vec<(usize, usize)> = cells.iter().enumerate().filter(|(_, &k)| k == Cell::Core).map(|(i, _)| (i % w, i / w)).collect();
     let x0 = cells.iter().map(|c| c.0).min()?;
     let y0 = cells.iter().map(|c| c.1).min()?;
     let x1 = cells.iter().map(|c| c.0).max()? + 1;
@@ -84,10 +85,6 @@ fn interior_medians(values: &[f32], [c, h, w]: [usize; 3]) -> Vec<f32> {
         .collect()
 }
 
-/// Share of the largest interior distance from the background latent above which a cell is the
-/// object's core (as `memory::object_mask`'s threshold).
-const CORE_THRESHOLD: f32 = 0.15;
-
 /// What a latent cell shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cell {
@@ -97,8 +94,8 @@ enum Cell {
     Core,
 }
 
-/// The object's core: interior cells farther than [`CORE_THRESHOLD`] of the largest distance
-/// from the background latent; its edge: their other eight neighbours (border ring included).
+/// The object's core: interior cells farther than `OBJECT_THRESHOLD` (`memory::object_mask`'s)
+/// of the largest distance from the background latent; its edge: their other eight neighbours (border ring included).
 /// All background when nothing stands out.
 fn object_cells(values: &[f32], median: &[f32], [c, h, w]: [usize; 3]) -> Vec<Cell> {
     let n = h * w;
@@ -107,7 +104,7 @@ fn object_cells(values: &[f32], median: &[f32], [c, h, w]: [usize; 3]) -> Vec<Ce
     let core = |y: i64, x: i64| {
         y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w && {
             let p = y as usize * w + x as usize;
-            interior(p, [h, w]) && dist[p] > CORE_THRESHOLD * largest
+            interior(p, [h, w]) && dist[p] > OBJECT_THRESHOLD * largest
         }
     };
     (0..n)
@@ -193,7 +190,7 @@ mod tests {
         Example { latents: Tensor::from_data(TensorData::new(v, [1, c, h, w]), &Device::flex()), prompt: prompt.into() }
     }
 
-    fn object_cells(e: &Example) -> Vec<(usize, usize)> {
+    fn bright_cells(e: &Example) -> Vec<(usize, usize)> {
         let v = latent_values(&e.latents).unwrap();
         (0..256).filter(|&p| v[p] > 2.5).map(|p| (p % 16, p / 16)).collect()
     }
@@ -204,7 +201,7 @@ mod tests {
         let prompts: Vec<&str> = views.iter().map(|v| v.prompt.as_str()).collect();
         assert_eq!(prompts, ["a large <x> on the right on a gray background", "a large <x> at the top on a gray background", "a large <x> at the bottom on a gray background", "a large <x> in the center on a gray background"]);
         for view in &views {
-            let cells = object_cells(view);
+            let cells = bright_cells(view);
             assert_eq!(cells.len(), 9, "the whole object moves, nothing else becomes object: {}", view.prompt);
             let (cx, cy) = (cells.iter().map(|c| c.0 as f32).sum::<f32>() / 9.0 * 4.0 + 2.0, cells.iter().map(|c| c.1 as f32).sum::<f32>() / 9.0 * 4.0 + 2.0);
             let place = Place::ALL.iter().copied().find(|p| view.prompt.contains(p.phrase())).unwrap();

@@ -185,7 +185,9 @@ impl Learner {
         let teacher = (!replay.is_empty()).then(|| self.adapter.frozen(&self.trainer.device));
         let (init, ranked) = self.initial_embedding(&token, &new, options)?;
         let options = LessonOptions { protection: method.protection(), uncond: method.uncond(options.uncond), ..options.clone() };
-        let views = self.place_views(&new, &options)?;
+        // `examples` checked every picture against the model's size.
+        let side = pictures[0].image.dims()[3];
+        let views = self.place_views(&new, side, &options)?;
         let taught_on: Vec<Example> = new.iter().cloned().chain(views).collect();
         let mut report = if matches!(method, Method::LoraMerge | Method::Routed) {
             // The pictures' signatures serve the self-check only, which needs two candidates.
@@ -318,11 +320,11 @@ impl Learner {
 
     /// The place views of the pictures' examples when `options` asks for them and the model
     /// draws the shapes world, whose place words they rewrite (src/lifelong/augment.rs).
-    fn place_views(&self, examples: &[Example], options: &LessonOptions) -> Result<Vec<Example>> {
+    /// `side`: the pictures' width in pixels.
+    fn place_views(&self, examples: &[Example], side: usize, options: &LessonOptions) -> Result<Vec<Example>> {
         if !options.place_views || self.base.world.as_deref() != Some(crate::world::WORLD_NAME) {
             return Ok(Vec::new());
         }
-        let side = Pipeline::new(self.base.clone(), self.device.clone()).image_size()[1];
         let mut views = Vec::new();
         for e in examples {
             views.extend(super::augment::place_views(e, side)?);

@@ -76,7 +76,7 @@ pub fn features(latents: &Tensor<4>) -> Result<Vec<f32>> {
 }
 
 /// Share of the largest distance from the median latent above which a position is "the object".
-const OBJECT_THRESHOLD: f32 = 0.15;
+pub(crate) const OBJECT_THRESHOLD: f32 = 0.15;
 
 /// Where the object is in `latents` `[1, c, h, w]`: 1 at positions whose latent vector lies
 /// farther than `OBJECT_THRESHOLD` of the largest distance from the median one (the background),
