@@ -62,11 +62,12 @@ pub struct TeachArgs {
     /// shared-adapter methods.
     #[arg(long)]
     pub steps: Option<usize>,
-    /// l2dm: one shared adapter, protected by replay and distillation (the paper); routed: one
-    /// LoRA block per concept, so nothing taught before changes; finetune, ewc, lora-merge: the
-    /// baselines. A store's concepts are all routed or all shared.
-    #[arg(long, value_enum, default_value = "l2dm")]
-    pub method: MethodArg,
+    /// routed: one LoRA block per concept, so nothing taught before changes; l2dm: one shared
+    /// adapter, protected by replay and distillation (the paper); finetune, ewc, lora-merge: the
+    /// baselines. A store's concepts are all routed or all shared; default: what the store
+    /// holds, routed for an empty store.
+    #[arg(long, value_enum)]
+    pub method: Option<MethodArg>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// cpu (default for lessons) or wgpu.
@@ -198,8 +199,8 @@ pub fn teach(args: TeachArgs) -> Result<()> {
         .enumerate()
         .map(|(i, path)| Ok(Picture { image: read_picture(path, size, &learner.device)?, words: args.words.get(i).or(args.words.first()).cloned() }))
         .collect::<Result<Vec<_>>>()?;
-    let method = args.method.method();
-    let steps = args.steps.unwrap_or(if method == Method::Routed { 300 } else { LessonOptions::default().steps });
+    let method = args.method.map_or_else(|| learner.default_method(), MethodArg::method);
+    let steps = args.steps.unwrap_or(method.default_steps());
     if steps == 0 {
         return Err(Error::InvalidInput("--steps must be at least 1".into()));
     }
@@ -225,8 +226,9 @@ pub fn teach(args: TeachArgs) -> Result<()> {
     });
     let version = store.commit(&format!("teach <{}>", args.name), concepts, &blobs, lesson)?;
     eprintln!(
-        "taught <{}> in {:.1} s (loss {:.4} -> {:.4}, started from {}); store {} is at version {version}",
+        "taught <{}> ({}) in {:.1} s (loss {:.4} -> {:.4}, started from {}); store {} is at version {version}",
         args.name,
+        method.name(),
         started.elapsed().as_secs_f64(),
         report.first_loss,
         report.last_loss,

@@ -60,8 +60,10 @@ fn a_lesson_lowers_its_loss_and_its_state_reloads_exactly() {
     let pictures = vec![picture(4, 4), picture(30, 20), picture(10, 38)];
     let options = LessonOptions { steps: 40, lr_lora: 1e-2, lr_token: 3e-2, ..LessonOptions::default() };
     let memory = MemoryOptions { keep: 2, candidates: 2, refresh: 1, steps: 2, guidance: 1.0 };
+    assert_eq!(l.default_method(), Method::Routed, "an empty state's lessons are routed unless asked");
     let report = l.lesson("toy", &pictures, Method::L2dm, &options, &memory, &mut |_| {}).expect("lesson");
     assert!(report.last_loss.is_finite());
+    assert_eq!(l.default_method(), Method::L2dm, "a shared state's lessons stay shared");
     assert_eq!(l.memories.iter().filter(|m| m.concept.as_deref() == Some("toy")).map(|m| m.items.len()).sum::<usize>(), 2);
 
     // Loss on the lesson's own pictures with the learned state vs. a fresh adapter.
@@ -162,6 +164,7 @@ fn routed_lessons_isolate_concepts_and_leave_plain_prompts_alone() {
     };
     let gap = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     l.lesson("one", &[picture(4, 4), picture(30, 20)], Method::Routed, &options, &memory, &mut |_| {}).expect("lesson one");
+    assert_eq!(l.default_method(), Method::Routed, "a routed state's lessons stay routed");
     let base_plain = {
         let mut fresh = learner();
         fresh.adapter.concepts.clear();
@@ -235,6 +238,14 @@ fn routed_lessons_isolate_concepts_and_leave_plain_prompts_alone() {
 /// draws prompts naming its concept (guidance's empty pass included), so its lesson leaves the
 /// anchor out. The anchor protects the base's empty-prompt branch, so the unprotected finetune
 /// baseline leaves it out too; a protected shared-adapter lesson (here EWC's) keeps it.
+#[test]
+fn method_names_are_the_ones_the_store_records() {
+    use Method::*;
+    for m in [L2dm, L2dmNoTame, L2dmNoEcd, L2dmNoOa, Finetune, Ewc, LoraMerge, Routed] {
+        assert_eq!(serde_json::to_value(m).unwrap(), m.name());
+    }
+}
+
 #[test]
 fn routed_and_finetune_lessons_leave_out_the_unconditional_anchor() {
     let lesson = |method: Method, uncond: f32| {

@@ -72,7 +72,8 @@ fn a_lesson_lands_in_the_store_and_the_generator_uses_it() {
     let dir = temp("flow");
     let store = dir.join("store");
     let images = pictures(&dir);
-    let log = ok(teach(&store, "toy", &images, "3").output().unwrap());
+    // The shared adapter (the routed test below takes the default, routed).
+    let log = ok(teach(&store, "toy", &images, "3").args(["--method", "l2dm"]).output().unwrap());
     assert!(log.contains("version 1"), "{log}");
     let list = concepts(&store, &["list"]);
     assert!(list.contains("v1 (current)") && list.contains("<toy>"), "{list}");
@@ -107,15 +108,17 @@ fn generate_with(store: &Path, prompt: &str, out: &Path, artist: &str) -> String
     ok(cmd.output().unwrap())
 }
 
-/// `--method routed`: the concept's block is used only by prompts that name it (a plain prompt
-/// draws exactly what the model draws without the store), and a shared lesson on that store is
-/// refused with the fix, leaving the version as it was.
+/// A lesson on an empty store is routed unless asked otherwise: the concept's block is used only
+/// by prompts that name it (a plain prompt draws exactly what the model draws without the
+/// store), and a shared lesson on that store is refused with the fix, leaving the version as it
+/// was.
 #[test]
 fn a_routed_store_uses_a_concept_only_where_the_prompt_names_it() {
     let dir = temp("routed");
     let store = dir.join("store");
     let images = pictures(&dir);
-    ok(teach(&store, "toy", &images, "3").args(["--method", "routed"]).output().unwrap());
+    let log = ok(teach(&store, "toy", &images, "3").output().unwrap());
+    assert!(log.contains("taught <toy> (routed)"), "an empty store's lesson is routed by default: {log}");
     let plain = "a red circle on the left";
     let (with, without, named) = (dir.join("with.png"), dir.join("without.png"), dir.join("named.png"));
     generate_prompt(&store, plain, &with);
@@ -133,13 +136,14 @@ fn a_routed_store_uses_a_concept_only_where_the_prompt_names_it() {
     assert_eq!(named, at(&lifelong_diffusion::lifelong::state::ROUTED_GUIDANCE.to_string()), "the default for a routed concept");
     assert_ne!(named, at("7.5"), "not the plain prompts' 7.5");
 
-    let out = teach(&store, "other", &images, "2").output().unwrap();
+    let out = teach(&store, "other", &images, "2").args(["--method", "l2dm"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--method routed"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(concepts(&store, &["list"]).contains("v1 (current)"));
 
     // Two routed concepts in one prompt are composed by region, unless the artist is off.
-    ok(teach(&store, "pet", &images, "2").args(["--method", "routed"]).output().unwrap());
+    // A routed store's lessons are routed without asking.
+    ok(teach(&store, "pet", &images, "2").output().unwrap());
     let both = "a <toy> to the left of a <pet>";
     let log = generate_with(&store, both, &dir.join("both.png"), "--attend");
     assert!(log.contains("composing by region: a large <toy> in the center on a gray background | a large <pet> in the center on a gray background"), "{log}");

@@ -15,7 +15,7 @@ function modelFor(model) {
  * Opens the GPU (in a Web Worker) and loads `model`. Resolves to a generator:
  * `generate(prompt, { steps, guidance, seed, scheduler, negative, onProgress })` -> `{ png: Blob, width, height }`,
  * (`guidance` left out: 7.5, or 3 for a prompt naming concepts taught with method 'routed'),
- * `teach(name, files, { steps, method, onProgress })` (method: 'l2dm' or 'routed'; default: as the store holds), `concepts.{ list, remove, export, import }`, `close()`.
+ * `teach(name, files, { steps, method, onProgress })` (method: 'routed' or 'l2dm'; default: as the store holds, 'routed' when empty; steps: default 300 routed, 150 l2dm), `concepts.{ list, remove, export, import }`, `close()`.
  */
 export async function createGenerator({ model = 'builtin', worker = true, onLoadProgress } = {}) {
   if (worker !== true) {

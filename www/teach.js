@@ -81,7 +81,8 @@ export class TeachPanel {
 
   async teach() {
     const name = $('teach-name').value.trim();
-    const steps = Math.max(1, parseInt($('teach-steps').value, 10) || 100);
+    // Left empty: the method's own default (300 steps routed, 150 L2DM).
+    const steps = parseInt($('teach-steps').value, 10);
     const method = $('teach-method').value;
     this.busy = true;
     this.update();
@@ -89,7 +90,7 @@ export class TeachPanel {
     $('teach-text').textContent = 'reading the pictures…';
     const started = performance.now();
     try {
-      const result = await this.client.teach(name, this.picked, { steps, ...(method ? { method } : {}), ...this.options }, (p) => this.progress(p));
+      const result = await this.client.teach(name, this.picked, { ...(steps > 0 ? { steps } : {}), ...(method ? { method } : {}), ...this.options }, (p) => this.progress(p));
       $('teach-progress').value = 1;
       const secs = ((performance.now() - started) / 1000).toFixed(1);
       $('teach-text').textContent = `taught <${name}> in ${secs} s (loss ${result.firstLoss.toFixed(4)} → ${result.lastLoss.toFixed(4)}); version ${result.version}`;

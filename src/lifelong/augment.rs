@@ -20,7 +20,7 @@ use burn::prelude::*;
 use super::lesson::Example;
 use super::memory::OBJECT_THRESHOLD;
 use crate::error::{Error, Result};
-use crate::world::{place_anchor, Place};
+use crate::world::{place_anchor, Background, Place, Size};
 
 /// `example` with its object moved to each place its prompt does not name, one view per place;
 /// empty when the prompt names no place or no object stands out from the background.
@@ -49,6 +49,39 @@ pub fn place_views(example: &Example, image_side: usize) -> Result<Vec<Example>>
         });
     }
     Ok(views)
+}
+
+/// `example` under each shorter true caption: its prompt with every non-empty subset of its
+/// optional phrases (size word, place, background) left out, as the shapes world's captions
+/// leave them out (src/world/caption.rs: size, place and background are each optional). A
+/// lesson's pictures are captioned in full, while the prompts a user writes (and the eval's
+/// probes, "a small <tee> on the left") leave some out; taught only full captions, a concept's
+/// block had never seen its token without a background phrase. Textual Inversion likewise
+/// teaches each picture under many templates (Gal et al. 2022, sec. 4 and appendix).
+pub fn caption_views(example: &Example) -> Vec<Example> {
+    let phrases = optional_phrases(&example.prompt);
+    (1u32..1 << phrases.len())
+        .map(|mask| {
+            let prompt = phrases.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).fold(example.prompt.clone(), |p, (_, phrase)| p.replacen(phrase.as_str(), "", 1));
+            Example { latents: example.latents.clone(), prompt }
+        })
+        .collect()
+}
+
+/// The optional phrases `prompt` holds, each with the space before it, as written there.
+fn optional_phrases(prompt: &str) -> Vec<String> {
+    let size = Size::ALL.iter().map(|s| format!(" {}", s.name()));
+    let place = Place::ALL.iter().map(|p| format!(" {}", p.phrase()));
+    let background = Background::ALL.iter().map(|b| format!(" on a {b} background"));
+    [size.collect::<Vec<_>>(), place.collect(), background.collect()]
+        .into_iter()
+        .filter_map(|group| group.into_iter().find(|phrase| contains_phrase(prompt, phrase)))
+        .collect()
+}
+
+/// Whether `phrase` (which starts with a space) occurs in `prompt` ending at a word boundary.
+fn contains_phrase(prompt: &str, phrase: &str) -> bool {
+    prompt.match_indices(phrase).any(|(i, _)| prompt[i + phrase.len()..].chars().next().is_none_or(|c| c == ' '))
 }
 
 fn latent_values(latents: &Tensor<4>) -> Result<Vec<f32>> {
@@ -207,6 +240,27 @@ mod tests {
             let place = Place::ALL.iter().copied().find(|p| view.prompt.contains(p.phrase())).unwrap();
             assert!(place.contains([cx, cy]), "{} lands at ({cx}, {cy})", view.prompt);
         }
+    }
+
+    #[test]
+    fn caption_views_leave_out_every_subset_of_size_place_and_background() {
+        let views = caption_views(&example("a large <x> on the left on a night background"));
+        let prompts: Vec<&str> = views.iter().map(|v| v.prompt.as_str()).collect();
+        assert_eq!(
+            prompts,
+            [
+                "a <x> on the left on a night background",
+                "a large <x> on a night background",
+                "a <x> on a night background",
+                "a large <x> on the left",
+                "a <x> on the left",
+                "a large <x>",
+                "a <x>",
+            ]
+        );
+        assert_eq!(caption_views(&example("a <x> on the right")).iter().map(|v| v.prompt.as_str()).collect::<Vec<_>>(), ["a <x>"]);
+        assert!(caption_views(&example("a <x>")).is_empty(), "nothing optional, no views");
+        assert!(caption_views(&example("a <x> largely")).is_empty(), "a word boundary ends a phrase");
     }
 
     #[test]

@@ -41,6 +41,20 @@ pub enum Method {
 }
 
 impl Method {
+    /// The name `--method` and the stores' lesson records use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::L2dm => "l2dm",
+            Method::L2dmNoTame => "l2dm-no-tame",
+            Method::L2dmNoEcd => "l2dm-no-ecd",
+            Method::L2dmNoOa => "l2dm-no-oa",
+            Method::Finetune => "finetune",
+            Method::Ewc => "ewc",
+            Method::LoraMerge => "lora-merge",
+            Method::Routed => "routed",
+        }
+    }
+
     fn protection(self) -> Protection {
         let (replay, distill) = match self {
             Method::L2dm | Method::L2dmNoOa => (true, true),
@@ -63,6 +77,13 @@ impl Method {
     /// "Lessons").
     fn uncond(self, requested: f32) -> f32 {
         if matches!(self, Method::Routed | Method::Finetune) { 0.0 } else { requested }
+    }
+
+    /// Lesson steps when none are asked for: 300 for a routed block (README, "Lessons": 150
+    /// and 500 identified less on the built-in model), [`LessonOptions`]' 150 for the shared
+    /// adapter, whose replay doubles each step's batch.
+    pub fn default_steps(self) -> usize {
+        if self == Method::Routed { 300 } else { LessonOptions::default().steps }
     }
 
     fn keeps_memory(self) -> bool {
@@ -187,7 +208,7 @@ impl Learner {
         let options = LessonOptions { protection: method.protection(), uncond: method.uncond(options.uncond), ..options.clone() };
         // `examples` checked every picture against the model's size.
         let side = pictures[0].image.dims()[3];
-        let views = self.place_views(&new, side, &options)?;
+        let views = self.views(&new, side, &options)?;
         let taught_on: Vec<Example> = new.iter().cloned().chain(views).collect();
         let mut report = if matches!(method, Method::LoraMerge | Method::Routed) {
             // The pictures' signatures serve the self-check only, which needs two candidates.
@@ -210,6 +231,18 @@ impl Learner {
             self.remember(name, &token, &new, memory, options.seed)?;
         }
         Ok(report)
+    }
+
+    /// The method a lesson takes when none is asked for: what the state already holds (a state
+    /// is routed or shared, never both), `routed` for an empty one. Routed lessons are the ones
+    /// that keep every concept on the built-in model (README, "Lessons": nothing forgotten over
+    /// eight lessons, where the shared adapter under L2DM's replay and distillation still forgets).
+    pub fn default_method(&self) -> Method {
+        if self.adapter.concepts.is_empty() || !self.adapter.routes.is_empty() {
+            Method::Routed
+        } else {
+            Method::L2dm
+        }
     }
 
     /// A state is routed (each concept its own block) or shared, never both: a shared lesson would
@@ -318,16 +351,22 @@ impl Learner {
         Ok((examples, found.refined.then_some(found.far_share)))
     }
 
-    /// The place views of the pictures' examples when `options` asks for them and the model
-    /// draws the shapes world, whose place words they rewrite (src/lifelong/augment.rs).
-    /// `side`: the pictures' width in pixels.
-    fn place_views(&self, examples: &[Example], side: usize, options: &LessonOptions) -> Result<Vec<Example>> {
-        if !options.place_views || self.base.world.as_deref() != Some(crate::world::WORLD_NAME) {
+    /// The place and caption views of the pictures' examples that `options` asks for, when the
+    /// model draws the shapes world, whose words they rewrite (src/lifelong/augment.rs); caption
+    /// views are taken of place views too. `side`: the pictures' width in pixels.
+    fn views(&self, examples: &[Example], side: usize, options: &LessonOptions) -> Result<Vec<Example>> {
+        if self.base.world.as_deref() != Some(crate::world::WORLD_NAME) {
             return Ok(Vec::new());
         }
         let mut views = Vec::new();
-        for e in examples {
-            views.extend(super::augment::place_views(e, side)?);
+        if options.place_views {
+            for e in examples {
+                views.extend(super::augment::place_views(e, side)?);
+            }
+        }
+        if options.caption_views {
+            let placed: Vec<Example> = examples.iter().chain(&views).flat_map(super::augment::caption_views).collect();
+            views.extend(placed);
         }
         Ok(views)
     }

@@ -81,6 +81,10 @@ pub struct LessonOptions {
     /// For models of the shapes world: also teach each picture whose words name a place with its
     /// object moved to every other place (src/lifelong/augment.rs).
     pub place_views: bool,
+    /// For models of the shapes world: also teach each picture under its shorter true captions,
+    /// its size, place and background phrases left out in every combination
+    /// (src/lifelong/augment.rs).
+    pub caption_views: bool,
     pub mu: f32,
     /// Base distillation weight `lambda_0`.
     pub distill: f32,
@@ -111,6 +115,7 @@ impl Default for LessonOptions {
             init_search: true,
             refine_steps: 10,
             place_views: false,
+            caption_views: false,
             // Replaying memory against the noise (mu 1) pulled plain prompts from 50% to 12.5%
             // right (its samples carry guidance's overshoot, which training on them amplifies);
             // distillation toward the teacher keeps them without that (README, "Lessons").

@@ -32,8 +32,9 @@ use crate::pipeline::{image_to_rgb8, GenerateOptions, Pipeline};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct TeachOptions {
-    #[serde(default = "default_steps")]
-    steps: usize,
+    /// Lesson steps; default: the method's (300 routed, 150 L2DM).
+    #[serde(default)]
+    steps: Option<usize>,
     #[serde(default)]
     seed: u64,
     /// Words for the pictures' prompts: one for all or one per picture (as the CLI's `--words`).
@@ -51,8 +52,8 @@ struct TeachOptions {
     refine_steps: Option<usize>,
     #[serde(default)]
     memory: MemorySettings,
-    /// `"l2dm"` (one shared adapter) or `"routed"` (one block per concept); default: what the
-    /// store already holds (a store is one or the other), L2DM for an empty store.
+    /// `"routed"` (one block per concept) or `"l2dm"` (one shared adapter); default: what the
+    /// store already holds (a store is one or the other), routed for an empty store.
     #[serde(default)]
     method: Option<String>,
 }
@@ -70,10 +71,6 @@ struct MemorySettings {
     base: Option<usize>,
 }
 
-fn default_steps() -> usize {
-    100
-}
-
 const MAX_STEPS: usize = 2000;
 const MAX_PICTURES: usize = 8;
 const MAX_REFINE_STEPS: usize = 200;
@@ -84,13 +81,14 @@ impl TeachOptions {
     fn parse(json: &str, pictures: usize) -> Result<(Self, LessonOptions, MemoryOptions, usize), WebError> {
         let o: TeachOptions = serde_json::from_str(json).map_err(|e| WebError::InvalidOptions(e.to_string()))?;
         let bad = |what: String| Err(WebError::InvalidOptions(what));
-        if o.steps == 0 || o.steps > MAX_STEPS {
-            return bad(format!("steps must be between 1 and {MAX_STEPS}, got {}", o.steps));
+        if let Some(steps) = o.steps.filter(|s| !(1..=MAX_STEPS).contains(s)) {
+            return bad(format!("steps must be between 1 and {MAX_STEPS}, got {steps}"));
         }
         if o.words.len() > 1 && o.words.len() != pictures {
             return bad(format!("give one words entry for all pictures or one per picture ({pictures} pictures, {} words)", o.words.len()));
         }
-        let mut lesson = LessonOptions { steps: o.steps, seed: o.seed, ..LessonOptions::default() };
+        // Steps are set once the method is known (`Method::default_steps`).
+        let mut lesson = LessonOptions { seed: o.seed, ..LessonOptions::default() };
         lesson.init_search = o.init_search.unwrap_or(lesson.init_search);
         if let Some(r) = o.refine_steps {
             if r > MAX_REFINE_STEPS {
@@ -159,7 +157,7 @@ async fn lesson(
     if count == 0 || count > MAX_PICTURES {
         return Err(WebError::InvalidOptions(format!("give 1 to {MAX_PICTURES} pictures (3-5 work best), got {count}")));
     }
-    let (options, lesson_options, memory, base_count) = TeachOptions::parse(options_json, count)?;
+    let (options, mut lesson_options, memory, base_count) = TeachOptions::parse(options_json, count)?;
     let manifest = store.read_manifest().await?;
     let previous = manifest.current_entry().map(|e| e.concepts.clone()).unwrap_or_default();
     if previous.iter().any(|c| c.name == name) {
@@ -171,11 +169,12 @@ async fn lesson(
         state::load(&mut learner, &entry.concepts, &blobs)?;
     }
     let method = match options.method.as_deref() {
-        None if !learner.adapter.routes.is_empty() => Method::Routed,
-        None | Some("l2dm") => Method::L2dm,
+        None => learner.default_method(),
+        Some("l2dm") => Method::L2dm,
         Some("routed") => Method::Routed,
         Some(other) => return Err(WebError::InvalidOptions(format!("method must be \"l2dm\" or \"routed\", got {other:?}"))),
     };
+    lesson_options.steps = options.steps.unwrap_or(method.default_steps());
     let [size, _] = Pipeline::new(learner.base.clone(), learner.device.clone()).image_size();
     let mut taught = Vec::with_capacity(count);
     for (i, picture) in pictures.iter().enumerate() {
@@ -183,7 +182,7 @@ async fn lesson(
         taught.push(Picture { image: read_picture(&picture, i, size, &learner.device)?, words });
     }
     if method == Method::L2dm && !learner.memories.iter().any(|m| m.concept.is_none()) {
-        report(on_progress, "base-memory", 0, options.steps, f32::NAN);
+        report(on_progress, "base-memory", 0, lesson_options.steps, f32::NAN);
         learner.remember_base(&base_prompts(model_name == "builtin", base_count), &memory, options.seed)?;
     }
     let lesson = learner.lesson(name, &taught, method, &lesson_options, &memory, &mut |p| {
@@ -192,7 +191,7 @@ async fn lesson(
             report(on_progress, "memory", p.step, p.total, p.loss);
         }
     })?;
-    report(on_progress, "saving", options.steps, options.steps, lesson.last_loss);
+    report(on_progress, "saving", lesson_options.steps, lesson_options.steps, lesson.last_loss);
     let (mut concepts, blobs) = state::save(&learner, &previous, manifest.next_version())?;
     let thumbnail = thumbnail(&learner, name, &memory, options.seed)?;
     for c in concepts.iter_mut().filter(|c| c.name == name) {

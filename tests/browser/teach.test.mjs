@@ -150,6 +150,8 @@ test('teaching a concept in the page lists it, and `<name>` then draws something
   await page.setInputFiles('#teach-files', await pictures());
   await page.fill('#teach-name', 'ldtest');
   await page.fill('#teach-steps', '2');
+  // The shared adapter, with its memory (the routed test below takes the default).
+  await page.selectOption('#teach-method', 'l2dm');
   const started = Date.now();
   const losses = page.waitForFunction(() => /step \d+\/2 · loss \d/.test(document.getElementById('teach-text').textContent), null, { timeout: 600_000 });
   await page.click('#teach-start');
@@ -233,7 +235,8 @@ test('a routed lesson: `<name>` draws with its own block, plain prompts draw exa
   await page.setInputFiles('#teach-files', await pictures());
   await page.fill('#teach-name', 'ldroute');
   await page.fill('#teach-steps', '2');
-  await page.selectOption('#teach-method', 'routed');
+  // Method left as the page opens: an empty store's lesson is routed.
+  assert.equal(await page.locator('#teach-method').inputValue(), '');
   await page.click('#teach-start');
   // A routed lesson keeps no memory: the card's picture is drawn for it.
   await page.waitForSelector('#concepts li[data-name="ldroute"] img[src^="data:image/png"]', { timeout: 600_000 });
@@ -253,7 +256,7 @@ test('a routed lesson: `<name>` draws with its own block, plain prompts draw exa
   // A second routed concept: a prompt naming both is composed by region on WebGPU, as the CLI does.
   await page.setInputFiles('#teach-files', await pictures());
   await page.fill('#teach-name', 'ldpair');
-  await page.selectOption('#teach-method', 'routed');
+  await page.selectOption('#teach-method', '');
   await page.click('#teach-start');
   await page.waitForSelector('#concepts li[data-name="ldpair"] img[src^="data:image/png"]', { timeout: 600_000 });
   const regions = await page.evaluate(async (options) => {
