@@ -83,7 +83,7 @@ pub struct LessonOptions {
     pub place_views: bool,
     /// For models of the shapes world: also teach each picture under its shorter true captions,
     /// its size, place and background phrases left out in every combination
-    /// (src/lifelong/augment.rs).
+    /// (src/lifelong/augment.rs). Measured worse on the eval's lessons (README, "Lessons").
     pub caption_views: bool,
     pub mu: f32,
     /// Base distillation weight `lambda_0`.
