@@ -5,7 +5,10 @@
 //! the scorer identified 8 after an encode-decode round trip, and 16 after decoding latents
 //! refined by 10 Adam steps on the decoder's reconstruction error (session note of 2026-11-27,
 //! issue 5). The refinement moves the latents little (mean squared change ~0.05 against a mean
-//! square of 0.6-1.6), so they stay where the UNet was trained to go.
+//! square of 0.6-1.6), so they stay where the UNet was trained to go. Lessons now take 30 steps:
+//! `halves` taught from latents refined 10, 20, 30 and 60 steps came out in 17, 22, 25 and 24 of
+//! 48 probes (README, "Lessons", session 19): the closer the latents decode to the pictures, the
+//! more of the concept's two colours the lesson's drawings keep.
 //!
 //! Refined always, though, the latents of pictures the VAE already carries cost the lesson: the
 //! same eight-concept run taught arrow, hourglass and crescent worse from refined latents (50, 12

@@ -113,7 +113,7 @@ impl Default for LessonOptions {
             prompt_dropout: 0.0,
             ema: 0.0,
             init_search: true,
-            refine_steps: 10,
+            refine_steps: 30,
             place_views: false,
             caption_views: false,
             // Replaying memory against the noise (mu 1) pulled plain prompts from 50% to 12.5%

@@ -47,7 +47,7 @@ struct TeachOptions {
     /// false skips that search and starts at the mean embedding).
     #[serde(default)]
     init_search: Option<bool>,
-    /// Decoder steps that refine the pictures' latents before the lesson (default 10; 0 skips).
+    /// Decoder steps that refine the pictures' latents before the lesson (default 30; 0 skips).
     #[serde(default)]
     refine_steps: Option<usize>,
     #[serde(default)]
