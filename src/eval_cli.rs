@@ -179,7 +179,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
     let ceiling_line = taught.iter().zip(&ceiling).map(|(c, r)| format!("{} {:.0}%", c.name, 100.0 * r)).collect::<Vec<_>>().join(", ");
     eprintln!("VAE ceiling (identified after an encode-decode round trip, 16 pictures each): {ceiling_line}");
     let base_figure = lifelong_diffusion::lifelong::eval::base_rate(&Drawer::One(Box::new(base_pipeline)), &options)?;
-    eprintln!("base model, plain single-object prompts with colour and shape right: {:.1}%", 100.0 * base_figure);
+    eprintln!("base model, plain single-object prompts with colour and shape right: {}", lifelong_diffusion::lifelong::eval::percent(base_figure));
     let mut rows = Vec::new();
     for name in args.methods.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (method, variants) = match name {
@@ -219,7 +219,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         eprint!("{}", table(&rows));
     }
     print!("{}", table(&rows));
-    println!("base model: {:.1}% of plain single-object prompts with colour and shape right", 100.0 * base_figure);
+    println!("base model: {} of plain single-object prompts with colour and shape right", lifelong_diffusion::lifelong::eval::percent(base_figure));
     println!("VAE ceiling: {ceiling_line}");
     println!("{}", serde_json::json!({ "eval": "lifelong", "base_model_prompts": base_figure, "vae_ceiling": ceiling, "concepts": taught.iter().map(|c| c.name).collect::<Vec<_>>(), "lesson_steps": args.lesson_steps, "probes": args.probes, "pairs": args.pairs, "rows": rows }));
     Ok(())

@@ -190,7 +190,7 @@ fn identify_rate(
             samples.push((prompt, rgb));
         }
     }
-    Ok(hits as f32 / options.probes.max(1) as f32)
+    Ok(rate(hits, options.probes))
 }
 
 /// Two-concept prompts "a <a> to the left of a <b>" over consecutive taught pairs.
@@ -217,7 +217,7 @@ fn two_concept_rate(
             samples.push((prompt, rgb));
         }
     }
-    Ok(hits as f32 / options.pairs.max(1) as f32)
+    Ok(rate(hits, options.pairs))
 }
 
 /// Colour binding: two-object world prompts whose both objects come out in their own colours.
@@ -228,7 +228,7 @@ fn binding_rate(drawer: &Drawer, options: &LifelongEvalOptions, drawing: &Drawin
         let rgb = generate_rgb(drawer, &prompt.caption, options.seed.wrapping_add(2000 + i as u64), options, drawing)?;
         hits += usize::from(check(&rgb, &prompt.spec)?.color);
     }
-    Ok(hits as f32 / options.pairs.max(1) as f32)
+    Ok(rate(hits, options.pairs))
 }
 
 /// Plain single-object world prompts (no concept) whose object has the right colour and shape:
@@ -241,7 +241,7 @@ pub fn base_rate(drawer: &Drawer, options: &LifelongEvalOptions) -> Result<f32> 
         let verdict = check(&rgb, &prompt.spec)?;
         hits += usize::from(verdict.color && verdict.shape);
     }
-    Ok(hits as f32 / options.pairs.max(1) as f32)
+    Ok(rate(hits, options.pairs))
 }
 
 /// The concepts a run teaches, in order: `options.names`, else the first `options.concepts`.
@@ -335,17 +335,42 @@ pub fn run_method(
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!("{:<22}{:>10}{:>10}{:>12}{:>10}{:>10}{:>10}{:>12}\n", "method", "after", "last", "forgetting", "2-concept", "binding", "base", "s/lesson");
     for r in rows {
+        let cells = [Row::mean(&r.after), Row::mean(&r.last), r.two_concepts, r.binding, r.base_prompts].map(percent);
         out.push_str(&format!(
-            "{:<22}{:>9.1}%{:>9.1}%{:>11.1}p{:>9.1}%{:>9.1}%{:>9.1}%{:>12.1}\n",
+            "{:<22}{:>10}{:>10}{:>12}{:>10}{:>10}{:>10}{:>12.1}\n",
             r.name,
-            100.0 * Row::mean(&r.after),
-            100.0 * Row::mean(&r.last),
-            r.forgetting(),
-            100.0 * r.two_concepts,
-            100.0 * r.binding,
-            100.0 * r.base_prompts,
+            cells[0],
+            cells[1],
+            if r.forgetting().is_finite() { format!("{:.1}p", r.forgetting()) } else { "-".into() },
+            cells[2],
+            cells[3],
+            cells[4],
             Row::mean(&r.lesson_seconds)
         ));
     }
     out
+}
+
+/// A rate as the table shows it: "-" when nothing was drawn (`--pairs 0`).
+pub fn percent(rate: f32) -> String {
+    if rate.is_finite() { format!("{:.1}%", 100.0 * rate) } else { "-".into() }
+}
+
+/// `hits` of `n`, or NaN (printed "-", null in the JSON line) when `n` is 0: a figure of
+/// nothing drawn is no 0%.
+fn rate(hits: usize, n: usize) -> f32 {
+    if n == 0 { f32::NAN } else { hits as f32 / n as f32 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_of_nothing_drawn_shows_as_a_dash_not_zero() {
+        assert_eq!(percent(rate(3, 4)), "75.0%");
+        assert_eq!(percent(rate(0, 4)), "0.0%");
+        assert_eq!(percent(rate(0, 0)), "-");
+        assert_eq!(serde_json::json!({ "rate": rate(0, 0) })["rate"], serde_json::Value::Null);
+    }
 }
