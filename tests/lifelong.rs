@@ -234,10 +234,6 @@ fn routed_lessons_isolate_concepts_and_leave_plain_prompts_alone() {
     assert!(state::load(&mut learner(), &overlap, &blobs).unwrap_err().to_string().contains("another concept's"));
 }
 
-/// The unconditional anchor is for adapters that every prompt sees: a routed block only ever
-/// draws prompts naming its concept (guidance's empty pass included), so its lesson leaves the
-/// anchor out. The anchor protects the base's empty-prompt branch, so the unprotected finetune
-/// baseline leaves it out too; a protected shared-adapter lesson (here EWC's) keeps it.
 #[test]
 fn method_names_are_the_ones_the_store_records() {
     use Method::*;
@@ -246,6 +242,10 @@ fn method_names_are_the_ones_the_store_records() {
     }
 }
 
+/// The unconditional anchor is for adapters that every prompt sees: a routed block only ever
+/// draws prompts naming its concept (guidance's empty pass included), so its lesson leaves the
+/// anchor out. The anchor protects the base's empty-prompt branch, so the unprotected finetune
+/// baseline leaves it out too; a protected shared-adapter lesson (here EWC's) keeps it.
 #[test]
 fn routed_and_finetune_lessons_leave_out_the_unconditional_anchor() {
     let lesson = |method: Method, uncond: f32| {
