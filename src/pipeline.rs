@@ -6,14 +6,14 @@ use burn::prelude::*;
 use crate::error::{Error, Result};
 use crate::lifelong::artist::{Artist, AttendOptions};
 use crate::lifelong::compose::Composer;
-use crate::lifelong::orthogonal::{bias_map, token_regions, DEFAULT_STRENGTH};
+use crate::lifelong::orthogonal::{bias_map, extended_context, token_regions, DEFAULT_STRENGTH};
 use crate::model::attention::AttnHook;
 use crate::loader::LoadedModel;
 use crate::rng::Rng;
 use crate::scheduler::{self, SchedulerKind};
 
 mod denoising;
-use denoising::ArtistRun;
+use denoising::{ArtistRun, Steer};
 pub use denoising::Denoising;
 
 /// What to generate.
@@ -167,7 +167,7 @@ impl Pipeline {
             Some(attend) => self.plan_artist(attend, &tokens, timesteps.len(), &context)?,
             None => None,
         };
-        let steer = if options.orthogonal > 0.0 { self.plan_orthogonal(options.orthogonal, &tokens, &context) } else { None };
+        let steer = if options.orthogonal > 0.0 { self.plan_orthogonal(options.orthogonal, &tokens, &context)? } else { None };
         Ok(Denoising { pipeline: self, guidance: options.guidance, cfg, context, scheduler, rng, latents, timesteps, index: 0, warnings, artist, steer, composer: None, private: None })
     }
 
@@ -182,13 +182,16 @@ impl Pipeline {
     }
 
     /// Orthogonal attention's edit for the prompt's `tokens` (src/lifelong/orthogonal.rs), or
-    /// `None` when it names fewer than two subjects or gives them no layout.
-    /// `context` is the batch the UNet will see (negative prompt first under guidance).
-    fn plan_orthogonal(&self, strength: f32, tokens: &[String], context: &Tensor<3>) -> Option<AttnHook> {
-        let regions = token_regions(tokens)?;
+    /// `None` when it names fewer than two subjects or gives them no layout: the score bias and
+    /// the context it is over (`context`, the batch the UNet will see, with each region's clause).
+    fn plan_orthogonal(&self, strength: f32, tokens: &[String], context: &Tensor<3>) -> Result<Option<Steer>> {
+        let Some(regions) = token_regions(tokens) else { return Ok(None) };
         let [_, h, w] = self.latent_shape();
         let [batch, len, _] = context.dims();
-        Some(AttnHook::biased(bias_map(&regions, len, [h, w], batch, strength, &self.device)))
+        // A clause is part of the prompt: any truncation was reported for the prompt itself.
+        let clauses = regions.clauses.iter().map(|clause| self.encode_prompt(clause, &mut Vec::new())).collect::<Result<Vec<_>>>()?;
+        let bias = bias_map(&regions, len, [h, w], batch, strength, &self.device);
+        Ok(Some(Steer { hook: AttnHook::biased(bias), context: extended_context(context, clauses) }))
     }
 
     /// Latents -> RGB in [0, 1]: [`decode_latents`], then `x/2 + 0.5`.

@@ -3,7 +3,7 @@
 //!
 //! Per method: concept identification right after each lesson and after the last (forgetting is
 //! the drop), two-concept prompts with both concepts present and apart, colour binding on
-//! two-object world prompts, and lesson times. Native only (it times lessons).
+//! two-object world prompts (two shapes, and one shape in two colours), and lesson times. Native only (it times lessons).
 
 use std::time::Instant;
 
@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::loader::LoadedModel;
 use crate::pipeline::{image_to_rgb8, rgb8_to_image, GenerateOptions, Pipeline};
 use crate::world::concepts::{best_concept, novel_concepts, teaching_images, two_concepts_present_apart, NovelConcept};
-use crate::world::{check, prompt_at, Place, Relation, SceneKind, Size, Split};
+use crate::world::{check, one_shape_pair_at, prompt_at, Place, Relation, SceneKind, Size, Split};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -32,7 +32,7 @@ pub struct LifelongEvalOptions {
     pub memory: MemoryOptions,
     /// Identification prompts per concept (after its lesson, and again after the last).
     pub probes: usize,
-    /// Two-concept prompts and two-object colour-binding prompts.
+    /// Two-concept prompts, and two-object colour-binding prompts of each kind.
     pub pairs: usize,
     pub steps: usize,
     pub guidance: f32,
@@ -55,6 +55,9 @@ pub struct Row {
     pub last: Vec<f32>,
     pub two_concepts: f32,
     pub binding: f32,
+    /// Colour binding on one shape in two colours ("a red circle to the left of a blue circle"):
+    /// each colour where the relation puts it.
+    pub binding_one_shape: f32,
     /// Single-object world prompts (no concepts) with colour and shape right, after the last lesson.
     pub base_prompts: f32,
     pub lesson_seconds: Vec<f32>,
@@ -231,6 +234,20 @@ fn binding_rate(drawer: &Drawer, options: &LifelongEvalOptions, drawing: &Drawin
     Ok(rate(hits, options.pairs))
 }
 
+/// Colour binding where only binding tells the objects apart: one shape in two colours
+/// ([`one_shape_pair_at`]), right when both colours are drawn and each is on its side of the
+/// relation (the scorer pairs each named object with the drawn one of its colour).
+fn one_shape_binding_rate(drawer: &Drawer, options: &LifelongEvalOptions, drawing: &Drawing) -> Result<f32> {
+    let mut hits = 0;
+    for i in 0..options.pairs {
+        let prompt = one_shape_pair_at(options.seed.wrapping_add(77), i as u64);
+        let rgb = generate_rgb(drawer, &prompt.caption, options.seed.wrapping_add(4000 + i as u64), options, drawing)?;
+        let verdict = check(&rgb, &prompt.spec)?;
+        hits += usize::from(verdict.color && verdict.relation == Some(true));
+    }
+    Ok(rate(hits, options.pairs))
+}
+
 /// Plain single-object world prompts (no concept) whose object has the right colour and shape:
 /// what lessons must leave as the base model had it.
 pub fn base_rate(drawer: &Drawer, options: &LifelongEvalOptions) -> Result<f32> {
@@ -326,18 +343,19 @@ pub fn run_method(
         let composed = drawer.composing(g.compose);
         let two = two_concept_rate(composed.as_ref().unwrap_or(&drawer), &taught, options, &drawing, &mut row_samples)?;
         let binding = binding_rate(&drawer, options, &drawing)?;
-        rows.push(Row { name: name.clone(), after: after.clone(), last: last.clone(), two_concepts: two, binding, base_prompts, lesson_seconds: seconds.clone(), samples: row_samples });
+        let binding_one_shape = one_shape_binding_rate(&drawer, options, &drawing)?;
+        rows.push(Row { name: name.clone(), after: after.clone(), last: last.clone(), two_concepts: two, binding, binding_one_shape, base_prompts, lesson_seconds: seconds.clone(), samples: row_samples });
     }
     Ok(rows)
 }
 
 /// The table: one line per row, percentages.
 pub fn table(rows: &[Row]) -> String {
-    let mut out = format!("{:<22}{:>10}{:>10}{:>12}{:>10}{:>10}{:>10}{:>12}\n", "method", "after", "last", "forgetting", "2-concept", "binding", "base", "s/lesson");
+    let mut out = format!("{:<22}{:>10}{:>10}{:>12}{:>10}{:>10}{:>10}{:>10}{:>12}\n", "method", "after", "last", "forgetting", "2-concept", "binding", "1-shape", "base", "s/lesson");
     for r in rows {
-        let cells = [Row::mean(&r.after), Row::mean(&r.last), r.two_concepts, r.binding, r.base_prompts].map(percent);
+        let cells = [Row::mean(&r.after), Row::mean(&r.last), r.two_concepts, r.binding, r.binding_one_shape, r.base_prompts].map(percent);
         out.push_str(&format!(
-            "{:<22}{:>10}{:>10}{:>12}{:>10}{:>10}{:>10}{:>12.1}\n",
+            "{:<22}{:>10}{:>10}{:>12}{:>10}{:>10}{:>10}{:>10}{:>12.1}\n",
             r.name,
             cells[0],
             cells[1],
@@ -345,6 +363,7 @@ pub fn table(rows: &[Row]) -> String {
             cells[2],
             cells[3],
             cells[4],
+            cells[5],
             Row::mean(&r.lesson_seconds)
         ));
     }

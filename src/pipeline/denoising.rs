@@ -26,10 +26,17 @@ pub struct Denoising<'a> {
     pub(super) warnings: Vec<String>,
     pub(super) artist: Option<ArtistRun>,
     /// Orthogonal attention's score bias, when it is on and the prompt has a layout.
-    pub(super) steer: Option<AttnHook>,
+    pub(super) steer: Option<Steer>,
     pub(super) composer: Option<Composer>,
     /// The composer's parts' own latents while they run ([`Composer::private_views`]).
     pub(super) private: Option<PrivateViews>,
+}
+
+/// Orthogonal attention's edit: the score bias and the context it is over, the prompt's
+/// extended with each region's clause (src/lifelong/orthogonal.rs).
+pub(super) struct Steer {
+    pub(super) hook: AttnHook,
+    pub(super) context: Tensor<3>,
 }
 
 /// Classifier-free guidance: `uncond + guidance * (text - uncond)` over the batch's two halves
@@ -116,7 +123,7 @@ impl Denoising<'_> {
         match &self.composer {
             Some(composer) => composer.predict(input, t as f32, &self.context),
             None => match &self.steer {
-                Some(hook) => unet.forward_with_maps(input, t as f32, &self.context, hook).0,
+                Some(steer) => unet.forward_with_maps(input, t as f32, &steer.context, &steer.hook).0,
                 None => unet.forward(input, t as f32, &self.context),
             },
         }
