@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 use super::classify::{classify, match_template};
+use super::concepts_seam as seam;
 use super::concepts::{concept_coverage, novel_concepts, Geometry, Look, NovelConcept};
 use super::render::IMAGE_BYTES;
 use super::segment::{self, distance, pixel, ALPHA_FLOOR, MIN_PIXELS};
@@ -68,11 +69,8 @@ pub fn identify(rgb: &[u8], concepts: &[NovelConcept]) -> Vec<Detection> {
         return Vec::new();
     }
     let (_, bg) = segment::background(rgb);
-    let blobs = merge_overlapping(segment::components(&foreground(rgb, bg, concepts)));
-    let mut owner = vec![None; SIZE * SIZE];
-    for (k, blob) in blobs.iter().enumerate() {
-        blob.iter().for_each(|&i| owner[i] = Some(k));
-    }
+    let blobs = seam::join(rgb, bg, merge_overlapping(segment::components(&foreground(rgb, bg, concepts))), concepts);
+    let owner = seam::owners(&blobs);
     let mut found: Vec<Detection> = blobs.iter().enumerate().filter_map(|(k, blob)| read(&Blob { rgb, pixels: blob, owner: &owner, me: k, bg }, concepts)).collect();
     found.sort_by_key(|d| std::cmp::Reverse(d.pixels));
     found
@@ -143,16 +141,16 @@ fn merge_overlapping(mut blobs: Vec<Vec<usize>>) -> Vec<Vec<usize>> {
 }
 
 /// One blob and what coverage maps need around it.
-struct Blob<'a> {
-    rgb: &'a [u8],
-    pixels: &'a [usize],
-    owner: &'a [Option<usize>],
-    me: usize,
-    bg: [f32; 3],
+pub(super) struct Blob<'a> {
+    pub rgb: &'a [u8],
+    pub pixels: &'a [usize],
+    pub owner: &'a [Option<usize>],
+    pub me: usize,
+    pub bg: [f32; 3],
 }
 
 /// Reads one blob; `None` if too little of it is at least half covered.
-fn read(blob: &Blob, concepts: &[NovelConcept]) -> Option<Detection> {
+pub(super) fn read(blob: &Blob, concepts: &[NovelConcept]) -> Option<Detection> {
     let colors = color_shares(blob);
     let fills = own_fills(blob, &colors);
     let coverage = mix_coverage(blob, &fills);
@@ -190,6 +188,7 @@ fn read(blob: &Blob, concepts: &[NovelConcept]) -> Option<Detection> {
 fn concept_fit(blob: &Blob, c: &NovelConcept) -> Option<f32> {
     let fills: Vec<[f32; 3]> = c.look.colors().iter().map(|k| k.rgb().map(f32::from)).collect();
     let coverage = mix_coverage(blob, &fills);
+    let coverage = if fills.len() == 2 { seam::close(&coverage) } else { coverage };
     let (shape, world_iou) = classify(&coverage);
     match c.geometry {
         Geometry::World(s) => (s == shape && world_iou >= MIN_IOU).then_some(world_iou),

@@ -11,6 +11,7 @@ pub mod caption;
 mod classify;
 pub mod concepts;
 mod concepts_scene;
+mod concepts_seam;
 mod concepts_score;
 pub mod dataset;
 pub mod eval;
@@ -31,7 +32,7 @@ pub const SIZE: usize = 64;
 /// (`"_lifelong_diffusion": {"world": "shapes"}`, [`crate::loader::LoadedModel::world`]).
 pub const WORLD_NAME: &str = "shapes";
 
-pub use caption::{captions, describe, one_shape_pair_at, prompt_at, vocabulary, CaptionStyle, Prompt};
+pub use caption::{captions, describe, one_shape_pairs, prompt_at, vocabulary, CaptionStyle, Prompt};
 pub use heldout::{novelty, Novelty, HELD_OUT_COMBINATIONS, HELD_OUT_PAIRS};
 pub use parse::parse;
 pub use render::{render, IMAGE_BYTES};
