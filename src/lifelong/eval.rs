@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::loader::LoadedModel;
 use crate::pipeline::{image_to_rgb8, rgb8_to_image, GenerateOptions, Pipeline};
 use crate::world::concepts::{best_concept, novel_concepts, teaching_images, two_concepts_present_apart, NovelConcept};
-use crate::world::{check, one_shape_pair_at, prompt_at, Place, Relation, SceneKind, Size, Split};
+use crate::world::{check, one_shape_pairs, prompt_at, Place, Prompt, Relation, SceneKind, Size, Split, Verdict};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -225,38 +225,32 @@ fn two_concept_rate(
 
 /// Colour binding: two-object world prompts whose both objects come out in their own colours.
 fn binding_rate(drawer: &Drawer, options: &LifelongEvalOptions, drawing: &Drawing) -> Result<f32> {
-    let mut hits = 0;
-    for i in 0..options.pairs {
-        let prompt = prompt_at(options.seed.wrapping_add(77), i as u64, Split::Train, SceneKind::Pair);
-        let rgb = generate_rgb(drawer, &prompt.caption, options.seed.wrapping_add(2000 + i as u64), options, drawing)?;
-        hits += usize::from(check(&rgb, &prompt.spec)?.color);
-    }
-    Ok(rate(hits, options.pairs))
+    let prompts = (0u64..).map(|i| prompt_at(options.seed.wrapping_add(77), i, Split::Train, SceneKind::Pair));
+    world_rate(drawer, options, drawing, prompts, 2000, |v| v.color)
 }
 
 /// Colour binding where only binding tells the objects apart: one shape in two colours
-/// ([`one_shape_pair_at`]), right when both colours are drawn and each is on its side of the
+/// ([`one_shape_pairs`]), right when both colours are drawn and each is on its side of the
 /// relation (the scorer pairs each named object with the drawn one of its colour).
 fn one_shape_binding_rate(drawer: &Drawer, options: &LifelongEvalOptions, drawing: &Drawing) -> Result<f32> {
-    let mut hits = 0;
-    for i in 0..options.pairs {
-        let prompt = one_shape_pair_at(options.seed.wrapping_add(77), i as u64);
-        let rgb = generate_rgb(drawer, &prompt.caption, options.seed.wrapping_add(4000 + i as u64), options, drawing)?;
-        let verdict = check(&rgb, &prompt.spec)?;
-        hits += usize::from(verdict.color && verdict.relation == Some(true));
-    }
-    Ok(rate(hits, options.pairs))
+    let prompts = one_shape_pairs(options.seed.wrapping_add(77));
+    world_rate(drawer, options, drawing, prompts, 4000, |v| v.color && v.relation == Some(true))
 }
 
 /// Plain single-object world prompts (no concept) whose object has the right colour and shape:
 /// what lessons must leave as the base model had it.
 pub fn base_rate(drawer: &Drawer, options: &LifelongEvalOptions) -> Result<f32> {
+    let prompts = (0u64..).map(|i| prompt_at(options.seed.wrapping_add(99), i, Split::Train, SceneKind::Single));
+    world_rate(drawer, options, &Drawing::plain(), prompts, 3000, |v| v.color && v.shape)
+}
+
+/// The share of the first `options.pairs` of `prompts`, the i-th drawn at seed `seed + offset + i`,
+/// whose verdict `right` accepts.
+fn world_rate(drawer: &Drawer, options: &LifelongEvalOptions, drawing: &Drawing, prompts: impl Iterator<Item = Prompt>, offset: u64, right: impl Fn(&Verdict) -> bool) -> Result<f32> {
     let mut hits = 0;
-    for i in 0..options.pairs {
-        let prompt = prompt_at(options.seed.wrapping_add(99), i as u64, Split::Train, SceneKind::Single);
-        let rgb = generate_rgb(drawer, &prompt.caption, options.seed.wrapping_add(3000 + i as u64), options, &Drawing::plain())?;
-        let verdict = check(&rgb, &prompt.spec)?;
-        hits += usize::from(verdict.color && verdict.shape);
+    for (i, prompt) in prompts.take(options.pairs).enumerate() {
+        let rgb = generate_rgb(drawer, &prompt.caption, options.seed.wrapping_add(offset + i as u64), options, drawing)?;
+        hits += usize::from(right(&check(&rgb, &prompt.spec)?));
     }
     Ok(rate(hits, options.pairs))
 }

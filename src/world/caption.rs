@@ -193,28 +193,23 @@ pub fn prompt_at(seed: u64, index: u64, split: Split, kind: SceneKind) -> Prompt
     Prompt { caption, spec }
 }
 
-/// Prompt `index` of `seed` naming one shape in two colours with a relation between them ("a
+/// The prompts of `seed` naming one shape in two colours with a relation between them ("a
 /// red circle to the left of a blue circle"): the two objects differ only in colour, so a drawing
 /// binds each colour to its object only when each colour sits where the relation puts it; with
 /// two different shapes a scorer cannot tell a bound colour from one the shapes would carry
 /// anyway. Made from [`prompt_at`]'s seen two-object prompts, the second object given the first's
 /// shape (skipping those whose colours match or whose recoloured pair is held out), so the
 /// sizes, background and relation are drawn as there; the style cycles through every one.
-pub fn one_shape_pair_at(seed: u64, index: u64) -> Prompt {
+pub fn one_shape_pairs(seed: u64) -> impl Iterator<Item = Prompt> {
     let styles = CaptionStyle::all();
-    let mut usable = 0;
-    for candidate in 0.. {
+    (0u64..).filter_map(move |candidate| {
         let Prompt { mut spec, .. } = prompt_at(seed, candidate, Split::Train, SceneKind::Pair);
         let [a, b] = [spec.objects[0], spec.objects[1]];
         if a.color == b.color || is_held_out_pair(Pair { color: b.color, shape: a.shape }) {
-            continue;
+            return None;
         }
-        if usable == index {
-            spec.objects[1].shape = a.shape;
-            let caption = describe(&spec, styles[(candidate % styles.len() as u64) as usize]);
-            return Prompt { caption, spec };
-        }
-        usable += 1;
-    }
-    unreachable!("prompt_at draws unbounded candidates")
+        spec.objects[1].shape = a.shape;
+        let caption = describe(&spec, styles[(candidate % styles.len() as u64) as usize]);
+        Some(Prompt { caption, spec })
+    })
 }
