@@ -208,7 +208,10 @@ impl Learner {
         let options = LessonOptions { protection: method.protection(), uncond: method.uncond(options.uncond), ..options.clone() };
         // `examples` checked every picture against the model's size.
         let side = pictures[0].image.dims()[3];
-        let views = self.views(&new, side, &options)?;
+        let mut views = self.views(&new, side, &options)?;
+        if options.size_views && self.base.world.as_deref() == Some(crate::world::WORLD_NAME) {
+            views.extend(self.examples(&token, &super::size_views::size_views(pictures)?, options.refine_steps)?.0);
+        }
         let taught_on: Vec<Example> = new.iter().cloned().chain(views).collect();
         let mut report = if matches!(method, Method::LoraMerge | Method::Routed) {
             // The pictures' signatures serve the self-check only, which needs two candidates.

@@ -85,6 +85,9 @@ pub struct LessonOptions {
     /// its size, place and background phrases left out in every combination
     /// (src/lifelong/augment.rs). Measured worse on the eval's lessons (README, "Lessons").
     pub caption_views: bool,
+    /// For models of the shapes world: also teach each picture whose words say "large" with its
+    /// object shrunk to the small size, the words saying "small" (src/lifelong/size_views.rs).
+    pub size_views: bool,
     pub mu: f32,
     /// Base distillation weight `lambda_0`.
     pub distill: f32,
@@ -116,6 +119,7 @@ impl Default for LessonOptions {
             refine_steps: 30,
             place_views: false,
             caption_views: false,
+            size_views: false,
             // Replaying memory against the noise (mu 1) pulled plain prompts from 50% to 12.5%
             // right (its samples carry guidance's overshoot, which training on them amplifies);
             // distillation toward the teacher keeps them without that (README, "Lessons").

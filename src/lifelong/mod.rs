@@ -13,6 +13,7 @@ pub mod memory;
 pub mod orthogonal;
 pub mod protect;
 pub mod selfcheck;
+pub mod size_views;
 pub mod state;
 pub mod images;
 pub mod init;
