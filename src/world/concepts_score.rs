@@ -188,7 +188,10 @@ pub(super) fn read(blob: &Blob, concepts: &[NovelConcept]) -> Option<Detection> 
 fn concept_fit(blob: &Blob, c: &NovelConcept) -> Option<f32> {
     let fills: Vec<[f32; 3]> = c.look.colors().iter().map(|k| k.rgb().map(f32::from)).collect();
     let coverage = mix_coverage(blob, &fills);
-    let coverage = if fills.len() == 2 { seam::close(&coverage) } else { coverage };
+    let coverage = match fills[..] {
+        [a, b] => seam::close(&coverage, &nearer_fill(blob.rgb, a, b)),
+        _ => coverage,
+    };
     let (shape, world_iou) = classify(&coverage);
     match c.geometry {
         Geometry::World(s) => (s == shape && world_iou >= MIN_IOU).then_some(world_iou),
@@ -197,6 +200,11 @@ fn concept_fit(blob: &Blob, c: &NovelConcept) -> Option<f32> {
             (iou >= MIN_IOU && iou > world_iou).then_some(iou)
         }
     }
+}
+
+/// Per pixel, 1 where it is nearer `b` than `a`, else 0.
+fn nearer_fill(rgb: &[u8], a: [f32; 3], b: [f32; 3]) -> Vec<u8> {
+    (0..SIZE * SIZE).map(|i| u8::from(distance(pixel(rgb, i), b) < distance(pixel(rgb, i), a))).collect()
 }
 
 /// Soft IoU with `geometry`'s template placed by area and centroid (unchanged by blur).

@@ -1,11 +1,11 @@
 //! A two-colour pattern's seam. The VAE decodes the border between a pattern's two colours (the
 //! orange and blue of `halves`) through a colour near the background's, so a round trip of an exact
-//! picture leaves a 1-2 px uncovered line along the seam: on a gray background the object falls
+//! picture leaves a 1-3 px uncovered line along the seam: on a gray background the object falls
 //! apart into two one-colour blobs, and where it holds together the line cuts the diamond's tips
 //! and it reads as a circle. Of 16 round trips of `halves` pictures, 6 of the 8 large ones were lost
 //! that way (the small ones lose their colours, which no reading recovers). Here the seam is closed
 //! again: blobs across a gap of at most `SEAM` px are joined when together they read as a pattern,
-//! and a pattern's coverage has its short uncovered runs filled.
+//! and a pattern's coverage has its short uncovered runs between its two colours filled.
 
 use super::concepts::NovelConcept;
 use super::concepts_score::{read, Blob};
@@ -60,28 +60,31 @@ pub(super) fn join(rgb: &[u8], bg: [f32; 3], mut blobs: Vec<Vec<usize>>, concept
 }
 
 /// `coverage` with every run of at most `SEAM` pixels below one half, lying between two pixels at
-/// least half covered along a row or a column, raised to the lesser of those two.
-pub(super) fn close(coverage: &[f32]) -> Vec<f32> {
+/// least half covered along a row or a column that show different colours of the pattern
+/// (`side`: which of its two colours each pixel is nearer), raised to the lesser of those two. A
+/// gap between pixels of one colour is no seam: it is the gap between an object and the halo a
+/// generated picture may draw around it, and closing it would round the outline.
+pub(super) fn close(coverage: &[f32], side: &[u8]) -> Vec<f32> {
     let mut out = coverage.to_vec();
-    if coverage.len() != SIZE * SIZE {
+    if coverage.len() != SIZE * SIZE || side.len() != coverage.len() {
         return out;
     }
     for line in 0..SIZE {
-        close_line(coverage, &mut out, |k| line * SIZE + k);
-        close_line(coverage, &mut out, |k| k * SIZE + line);
+        close_line(coverage, side, &mut out, |k| line * SIZE + k);
+        close_line(coverage, side, &mut out, |k| k * SIZE + line);
     }
     out
 }
 
 /// `close` along one row or column, `at(k)` its k-th pixel.
-fn close_line(coverage: &[f32], out: &mut [f32], at: impl Fn(usize) -> usize) {
+fn close_line(coverage: &[f32], side: &[u8], out: &mut [f32], at: impl Fn(usize) -> usize) {
     let mut last: Option<usize> = None;
     for k in 0..SIZE {
         let a = coverage[at(k)];
         if a < 0.5 {
             continue;
         }
-        if let Some(p) = last.filter(|&p| k - p > 1 && k - p - 1 <= SEAM) {
+        if let Some(p) = last.filter(|&p| k - p > 1 && k - p - 1 <= SEAM && side[at(p)] != side[at(k)]) {
             let fill = a.min(coverage[at(p)]);
             for m in p + 1..k {
                 out[at(m)] = out[at(m)].max(fill);
@@ -142,14 +145,21 @@ mod tests {
             .collect()
     }
 
+    /// Left of column 30 one colour, from it the other.
+    fn halves_sides() -> Vec<u8> {
+        (0..SIZE * SIZE).map(|i| u8::from(i % SIZE >= 30)).collect()
+    }
+
     #[test]
-    fn a_seam_up_to_two_pixels_closes_and_a_wider_gap_stays() {
+    fn a_seam_up_to_three_pixels_between_the_two_colours_closes() {
         for slit in 1..=SEAM {
-            let closed = close(&square_with_slit(slit));
+            let closed = close(&square_with_slit(slit), &halves_sides());
             assert_eq!(closed, square_with_slit(0), "slit {slit}");
         }
         let wide = square_with_slit(SEAM + 1);
-        assert_eq!(close(&wide), wide);
+        assert_eq!(close(&wide, &halves_sides()), wide, "wider than a seam");
+        let one_colour = square_with_slit(2);
+        assert_eq!(close(&one_colour, &vec![0; SIZE * SIZE]), one_colour, "a gap within one colour");
     }
 
     #[test]
