@@ -131,9 +131,10 @@ pub struct EvalLifelongArgs {
     /// Also teach each picture under its shorter true captions (size, place, background left out).
     #[arg(long)]
     pub caption_views: bool,
-    /// Also teach each large picture shrunk to the small size (src/lifelong/size_views.rs).
+    /// Do not also teach each large picture shrunk to the small size (src/lifelong/size_views.rs;
+    /// on by default).
     #[arg(long)]
-    pub size_views: bool,
+    pub no_size_views: bool,
     /// ECD's base distillation weight lambda_0 and elasticity kappa, and TAME's replay weight mu.
     #[arg(long, default_value_t = LessonOptions::default().distill)]
     pub distill: f32,
@@ -164,7 +165,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         concepts: args.concepts,
         names: args.names.clone(),
         images: args.images,
-        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, lr_end: args.lr_end, object_weight: args.object_weight, candidates: args.candidates, prompt_dropout: args.prompt_dropout, ema: args.ema, init_search: !args.no_init_search, refine_steps: args.refine_steps, place_views: args.place_views, caption_views: args.caption_views, size_views: args.size_views, uncond: args.uncond, distill: args.distill, kappa: args.kappa, mu: args.mu, ..LessonOptions::default() },
+        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, lr_end: args.lr_end, object_weight: args.object_weight, candidates: args.candidates, prompt_dropout: args.prompt_dropout, ema: args.ema, init_search: !args.no_init_search, refine_steps: args.refine_steps, place_views: args.place_views, caption_views: args.caption_views, size_views: !args.no_size_views, uncond: args.uncond, distill: args.distill, kappa: args.kappa, mu: args.mu, ..LessonOptions::default() },
         memory: MemoryOptions::default(),
         probes: args.probes,
         pairs: args.pairs,

@@ -87,6 +87,7 @@ pub struct LessonOptions {
     pub caption_views: bool,
     /// For models of the shapes world: also teach each picture whose words say "large" with its
     /// object shrunk to the small size, the words saying "small" (src/lifelong/size_views.rs).
+    /// Other models' pictures are never shrunk.
     pub size_views: bool,
     pub mu: f32,
     /// Base distillation weight `lambda_0`.
@@ -119,7 +120,9 @@ impl Default for LessonOptions {
             refine_steps: 30,
             place_views: false,
             caption_views: false,
-            size_views: false,
+            // On since session 21: two concepts composed 59 of 64 against 51 without, identification
+            // 83.6/86.7% against 83.2/84.4% (README, "Lessons").
+            size_views: true,
             // Replaying memory against the noise (mu 1) pulled plain prompts from 50% to 12.5%
             // right (its samples carry guidance's overshoot, which training on them amplifies);
             // distillation toward the teacher keeps them without that (README, "Lessons").

@@ -8,6 +8,10 @@
 //! Unlike the place views (src/lifelong/augment.rs), which move latent cells, this works on the
 //! pixels (a latent patch cannot be shrunk by half a cell): the shrunk picture is encoded like
 //! the others. Only large pictures are shrunk; enlarging a small one would teach its blur.
+//!
+//! Measured on `eval lifelong`'s eight lessons (README, "Lessons", session 21; one run each):
+//! two concepts composed in 59 of 64 prompts against 51, identification 83.6% right after and
+//! 86.7% after the last against 83.2% and 84.4%; on by default since.
 
 use burn::prelude::*;
 
