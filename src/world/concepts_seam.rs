@@ -39,10 +39,10 @@ pub(super) fn join(rgb: &[u8], bg: [f32; 3], mut blobs: Vec<Vec<usize>>, concept
     }
     'again: loop {
         let owner = owners(&blobs);
-        let alone = |k: usize| read(&Blob { rgb, pixels: &blobs[k], owner: &owner, me: k, bg }, concepts).is_some_and(|d| d.concept().is_some());
+        let alone: Vec<bool> = (0..blobs.len()).map(|k| read(&Blob { rgb, pixels: &blobs[k], owner: &owner, me: k, bg }, concepts).is_some_and(|d| d.concept().is_some())).collect();
         for i in 0..blobs.len() {
             for j in i + 1..blobs.len() {
-                if !near(segment::bounds(&blobs[i]), segment::bounds(&blobs[j])) || alone(i) || alone(j) {
+                if alone[i] || alone[j] || !near(segment::bounds(&blobs[i]), segment::bounds(&blobs[j])) {
                     continue;
                 }
                 let union: Vec<usize> = blobs[i].iter().chain(&blobs[j]).copied().collect();
