@@ -206,12 +206,7 @@ impl Learner {
         let teacher = (!replay.is_empty()).then(|| self.adapter.frozen(&self.trainer.device));
         let (init, ranked) = self.initial_embedding(&token, &new, options)?;
         let options = LessonOptions { protection: method.protection(), uncond: method.uncond(options.uncond), ..options.clone() };
-        // `examples` checked every picture against the model's size.
-        let side = pictures[0].image.dims()[3];
-        let mut views = self.views(&new, side, &options)?;
-        if options.size_views && self.base.world.as_deref() == Some(crate::world::WORLD_NAME) {
-            views.extend(self.examples(&token, &super::size_views::size_views(pictures)?, options.refine_steps)?.0);
-        }
+        let views = self.views(&token, pictures, &new, &options)?;
         let taught_on: Vec<Example> = new.iter().cloned().chain(views).collect();
         let mut report = if matches!(method, Method::LoraMerge | Method::Routed) {
             // The pictures' signatures serve the self-check only, which needs two candidates.
@@ -354,13 +349,16 @@ impl Learner {
         Ok((examples, found.refined.then_some(found.far_share)))
     }
 
-    /// The place and caption views of the pictures' examples that `options` asks for, when the
-    /// model draws the shapes world, whose words they rewrite (src/lifelong/augment.rs); caption
-    /// views are taken of place views too. `side`: the pictures' width in pixels.
-    fn views(&self, examples: &[Example], side: usize, options: &LessonOptions) -> Result<Vec<Example>> {
+    /// The views of the `pictures` (their `examples`) that `options` asks for, when the model
+    /// draws the shapes world, whose words they rewrite: place and caption views of the examples
+    /// (src/lifelong/augment.rs; caption views are taken of place views too), then the size views
+    /// of the pictures, encoded like them (src/lifelong/size_views.rs).
+    fn views(&self, token: &str, pictures: &[Picture], examples: &[Example], options: &LessonOptions) -> Result<Vec<Example>> {
         if self.base.world.as_deref() != Some(crate::world::WORLD_NAME) {
             return Ok(Vec::new());
         }
+        // `examples` checked every picture against the model's size.
+        let side = pictures.first().map_or(0, |p| p.image.dims()[3]);
         let mut views = Vec::new();
         if options.place_views {
             for e in examples {
@@ -370,6 +368,9 @@ impl Learner {
         if options.caption_views {
             let placed: Vec<Example> = examples.iter().chain(&views).flat_map(super::augment::caption_views).collect();
             views.extend(placed);
+        }
+        if options.size_views {
+            views.extend(self.examples(token, &super::size_views::size_views(pictures)?, options.refine_steps)?.0);
         }
         Ok(views)
     }

@@ -130,12 +130,12 @@ pub fn best_candidate(
     Ok((candidates.get(best).map_or(0, |c| c.0), scores))
 }
 
-fn distance(a: [f32; 3], b: [f32; 3]) -> f32 {
+pub(super) fn distance(a: [f32; 3], b: [f32; 3]) -> f32 {
     a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum::<f32>().sqrt()
 }
 
 /// The per-channel median of the picture's outermost pixels: the background the subject stands on.
-fn border_median(width: usize, height: usize, px: &dyn Fn(usize) -> [f32; 3]) -> [f32; 3] {
+pub(super) fn border_median(width: usize, height: usize, px: &dyn Fn(usize) -> [f32; 3]) -> [f32; 3] {
     let border: Vec<usize> = (0..width * height).filter(|&i| i % width == 0 || i % width == width - 1 || i / width == 0 || i / width == height - 1).collect();
     let mut out = [0.0; 3];
     for (c, o) in out.iter_mut().enumerate() {

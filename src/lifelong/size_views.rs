@@ -16,6 +16,7 @@
 use burn::prelude::*;
 
 use super::learner::Picture;
+use super::selfcheck::{border_median, distance};
 use crate::error::{Error, Result};
 use crate::world::Size;
 
@@ -59,12 +60,12 @@ fn swap_word(words: &str, from: &str, to: &str) -> Option<String> {
 /// the rest filled with the border's median colour; `None` when no pixel stands out.
 fn shrunk(image: &Tensor<4>) -> Result<Option<Tensor<4>>> {
     let [b, c, h, w] = image.dims();
-    if b != 1 || c != 3 {
+    if b != 1 || c != 3 || h == 0 || w == 0 {
         return Err(Error::InvalidInput(format!("a size view needs one RGB picture, got {:?}", image.dims())));
     }
     let values = image.to_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("teaching picture: {e:?}")))?;
     let px = |x: usize, y: usize| -> [f32; 3] { std::array::from_fn(|k| values[k * h * w + y * w + x]) };
-    let bg = border_median(&px, [h, w]);
+    let bg = border_median(w, h, &|i| px(i % w, i / w));
     let Some(center) = object_centroid(&px, bg, [h, w]) else { return Ok(None) };
     let sample = |x: f32, y: f32| -> [f32; 3] { bilinear(&px, bg, [h, w], x, y) };
     let mut out = vec![0.0f32; 3 * h * w];
@@ -85,23 +86,12 @@ fn shrunk(image: &Tensor<4>) -> Result<Option<Tensor<4>>> {
     Ok(Some(Tensor::from_data(TensorData::new(out, [1, 3, h, w]), &image.device())))
 }
 
-/// Per channel, the median of the image's outermost pixels.
-fn border_median(px: &impl Fn(usize, usize) -> [f32; 3], [h, w]: [usize; 2]) -> [f32; 3] {
-    let ring: Vec<[f32; 3]> = (0..h).flat_map(|y| (0..w).map(move |x| (x, y))).filter(|&(x, y)| x == 0 || y == 0 || x + 1 == w || y + 1 == h).map(|(x, y)| px(x, y)).collect();
-    std::array::from_fn(|k| {
-        let mut v: Vec<f32> = ring.iter().map(|p| p[k]).collect();
-        v.sort_by(f32::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    })
-}
-
 /// Centroid (in pixel coordinates, pixel centres at +0.5) of the pixels far from `bg`.
 fn object_centroid(px: &impl Fn(usize, usize) -> [f32; 3], bg: [f32; 3], [h, w]: [usize; 2]) -> Option<[f32; 2]> {
     let (mut sx, mut sy, mut n) = (0.0f32, 0.0f32, 0usize);
     for y in 0..h {
         for x in 0..w {
-            let p = px(x, y);
-            if (0..3).map(|k| (p[k] - bg[k]).powi(2)).sum::<f32>().sqrt() > OBJECT_DISTANCE {
+            if distance(px(x, y), bg) > OBJECT_DISTANCE {
                 sx += x as f32 + 0.5;
                 sy += y as f32 + 0.5;
                 n += 1;
