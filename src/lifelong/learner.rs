@@ -5,7 +5,8 @@
 use burn::prelude::*;
 
 use super::adapter::{Adapter, AdapterConfig};
-use super::lesson::{teach, Example, LessonOptions, LessonProgress, LessonReport, Protection, Replay, Trainer};
+use super::lesson::{teach, Example, LessonOptions, LessonProgress, LessonReport, Replay, Trainer};
+pub use super::method::Method;
 use super::protect::accumulate_fisher;
 use super::selfcheck::{best_candidate, signature, SampleOptions, Signature};
 use super::init::{self, Scored};
@@ -17,79 +18,6 @@ use crate::world::{prompt_at, SceneKind, Split};
 use crate::loader::LoadedModel;
 use crate::pipeline::{image_to_rgb8, GenerateOptions, Pipeline};
 
-/// How a lesson protects what was learned before: L2DM and its ablations, and the baselines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// Replay (TAME) + elastic distillation (ECD) into the shared adapter.
-    L2dm,
-    /// L2DM without TAME's replay loss (distillation still sees memory prompts).
-    L2dmNoTame,
-    /// L2DM without ECD.
-    L2dmNoEcd,
-    /// L2DM without orthogonal attention in lessons.
-    L2dmNoOa,
-    /// The shared adapter trained on each lesson alone: no protection.
-    Finetune,
-    /// Elastic weight consolidation (Kirkpatrick et al. 2017) on the shared adapter.
-    Ewc,
-    /// A fresh LoRA per concept, merged by summing the updates (Custom Diffusion's merge).
-    LoraMerge,
-    /// One LoRA block per concept (trained alone, as `LoraMerge`), and a prompt generates with the
-    /// blocks of the concepts it names only: parameter isolation instead of protection.
-    Routed,
-}
-
-impl Method {
-    /// The name `--method` and the stores' lesson records use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::L2dm => "l2dm",
-            Method::L2dmNoTame => "l2dm-no-tame",
-            Method::L2dmNoEcd => "l2dm-no-ecd",
-            Method::L2dmNoOa => "l2dm-no-oa",
-            Method::Finetune => "finetune",
-            Method::Ewc => "ewc",
-            Method::LoraMerge => "lora-merge",
-            Method::Routed => "routed",
-        }
-    }
-
-    fn protection(self) -> Protection {
-        let (replay, distill) = match self {
-            Method::L2dm | Method::L2dmNoOa => (true, true),
-            Method::L2dmNoTame => (false, true),
-            Method::L2dmNoEcd => (true, false),
-            Method::Finetune | Method::Ewc | Method::LoraMerge | Method::Routed => (false, false),
-        };
-        let oa = if matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd) { 0.05 } else { 0.0 };
-        Protection { replay, distill, ewc: if self == Method::Ewc { 5e4 } else { 0.0 }, oa }
-    }
-
-    /// The unconditional anchor's weight for this method. A routed block is installed only for
-    /// prompts that name its concept, guidance's empty-prompt branch included, so holding that
-    /// branch at the base model buys nothing: it only makes the block's whole drift (backgrounds,
-    /// contrast) a text-conditional difference that guidance multiplies into halos. Four outline
-    /// concepts, 300 steps: 34.4% identified with the anchor, 81.2% without (README, "Lessons");
-    /// the lesson also runs in about half the time. Finetune is the unprotected baseline, and the
-    /// anchor protects the base model's empty-prompt branch, so finetune goes without it too:
-    /// with it, finetune learnt 21.9% of its probes and so had only that to forget (README,
-    /// "Lessons").
-    fn uncond(self, requested: f32) -> f32 {
-        if matches!(self, Method::Routed | Method::Finetune) { 0.0 } else { requested }
-    }
-
-    /// Lesson steps when none are asked for: 300 for a routed block (README, "Lessons": 150
-    /// and 500 identified less on the built-in model), [`LessonOptions`]' 150 for the shared
-    /// adapter, whose replay doubles each step's batch.
-    pub fn default_steps(self) -> usize {
-        if self == Method::Routed { 300 } else { LessonOptions::default().steps }
-    }
-
-    fn keeps_memory(self) -> bool {
-        matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd | Method::L2dmNoOa)
-    }
-}
 
 /// One teaching image: RGB in [0, 1] at the model's resolution `[1, 3, H, W]`, and optional
 /// words: appended to "a <name>", or a template where `{}` stands for the token.

@@ -10,6 +10,7 @@ pub mod store;
 pub mod lesson;
 pub mod learner;
 pub mod memory;
+pub mod method;
 pub mod orthogonal;
 pub mod protect;
 pub mod selfcheck;
