@@ -16,6 +16,7 @@ pub mod protect;
 pub mod selfcheck;
 pub mod size_views;
 pub mod state;
+pub mod trainer;
 pub mod images;
 pub mod init;
 pub mod invert;
