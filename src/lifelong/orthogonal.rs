@@ -30,8 +30,9 @@ use super::compose::{region_weights, regions, scene_background};
 /// The bias outside a subject's region, in score units: a token's softmax weight falls by
 /// `e^-strength` there (8: a factor of ~3000). On the built-in model's two-object prompts drawn
 /// whole (`eval world --n 100 --categories two-object --no-compose`, 200 prompts) the edit with
-/// the clauses raises the relation right from 50% / 52% (seen / held-out) to 83% / 90% and every
-/// attribute right from 42% / 40% to 72% / 72%, colour within 3 points (README, Figures). With
+/// the clauses raised in their regions ([`CLAUSE_BOOST`]) raises the relation right from 50% /
+/// 52% (seen / held-out) to 96% / 99% and every attribute right from 42% / 40% to 82% / 79%,
+/// colour within 3 points (README, Figures; 83% / 90% and 72% / 72% before the boost). With
 /// the subject-word bias alone, 20 and 50 gave the same figures as 8 on 50 prompts. It is on by
 /// default (`GenerateOptions::orthogonal`).
 pub const DEFAULT_STRENGTH: f32 = 8.0;
@@ -44,8 +45,8 @@ pub const DEFAULT_STRENGTH: f32 = 8.0;
 /// model, untracked harness, 2026-11-28) the edit without the boost bound 51: 9 of its 13 misses
 /// were clean swaps, both objects drawn in their own colour and size, each on the other's side;
 /// with a boost of 2, 4 and 6 it bound 59, 60 and 60, no swap left (the misses are a colour not
-/// drawn). On 64 other such prompts, 59 -> 61. Scaling the prompt's own end and padding tokens
-/// down instead (by e^-2 / e^-4) bound 57 / 58.
+/// drawn). On 64 other such prompts, 59 -> 61; on the eval's two-shape prompts, 59 -> 60. Scaling
+/// the prompt's own end and padding tokens down instead (by e^-2 / e^-4) bound 57 / 58.
 pub const CLAUSE_BOOST: f32 = 0.5;
 
 /// The subjects' token positions, clauses and regions in a tokenized prompt.
