@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 mod bench_cli;
 mod eval_cli;
 mod teach_cli;
+mod world_cli;
 
 use lifelong_diffusion::lifelong::artist::AttendOptions;
 use lifelong_diffusion::lifelong::compose;
@@ -32,7 +33,7 @@ enum Command {
     /// The procedural shapes world: export a training dataset, or render scenes to look at.
     World {
         #[command(subcommand)]
-        command: WorldCommand,
+        command: world_cli::WorldCommand,
     },
     /// Time the WGSL kernels against their tensor-op twins, or the denoiser with kernels on and off.
     Bench {
@@ -104,69 +105,6 @@ impl AttendArgs {
             ..Default::default()
         })
     }
-}
-
-#[derive(Subcommand)]
-enum WorldCommand {
-    /// Write OUT/images.u8, OUT/scenes.jsonl and OUT/meta.json (see src/world/dataset.rs).
-    Export {
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long)]
-        n: usize,
-        #[arg(long)]
-        out: PathBuf,
-        /// train or heldout.
-        #[arg(long, default_value = "train")]
-        split: String,
-    },
-    /// Render a caption, or without one a grid of sampled scenes, to a PNG (captions on stderr).
-    Render {
-        #[arg(long)]
-        caption: Option<String>,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long, default_value_t = 16)]
-        count: u64,
-        #[arg(long, default_value = "train")]
-        split: String,
-        /// Nearest-neighbour upscaling factor.
-        #[arg(long, default_value_t = 4)]
-        scale: usize,
-        #[arg(long)]
-        out: PathBuf,
-    },
-}
-
-fn world(command: WorldCommand) -> Result<()> {
-    use lifelong_diffusion::world::{dataset, describe, parse, render, sample};
-    match command {
-        WorldCommand::Export { seed, n, out, split } => {
-            let options = dataset::ExportOptions { seed, n, split: split.parse()? };
-            let bar = ProgressBar::new(n as u64);
-            dataset::export(&out, &options, &mut |done| bar.set_position(done as u64))?;
-            bar.finish_and_clear();
-            eprintln!("wrote {n} scenes to {}", out.display());
-        }
-        WorldCommand::Render { caption, seed, count, split, scale, out } => {
-            check_writable(&out)?;
-            let scenes = match caption {
-                Some(caption) => vec![parse::scene_for_caption(&caption, seed)?],
-                None => {
-                    let split: sample::Split = split.parse()?;
-                    (0..count).map(|i| sample::scene_at(seed, i, split)).collect()
-                }
-            };
-            for (i, scene) in scenes.iter().enumerate() {
-                eprintln!("{i}: {}", describe(&scene.spec(), Default::default()));
-            }
-            let images: Vec<Vec<u8>> = scenes.iter().map(render::render).collect();
-            let (rgb, width, height) = render::contact_sheet(&images, 8);
-            let png = render::png_bytes(&rgb, width, height, scale)?;
-            std::fs::write(&out, png).map_err(|source| Error::Write { path: out.clone(), source })?;
-        }
-    }
-    Ok(())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -394,7 +332,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate(args),
-        Command::World { command } => world(command),
+        Command::World { command } => world_cli::world(command),
         Command::Eval { command: EvalCommand::World(args) } => eval_cli::eval_world(args),
         Command::Bench { command } => bench_cli::run(command),
         Command::Serve { port, root } => serve(port, root),

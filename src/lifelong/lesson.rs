@@ -10,7 +10,7 @@ use burn::prelude::*;
 
 use super::adam::Adam;
 use super::adapter::Adapter;
-use super::protect::{ewc_penalty, orthogonality, Elastic};
+use super::protect::{distill_targets, ewc_penalty, orthogonality, unconditional_anchor, Elastic};
 pub use super::trainer::Trainer;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -361,34 +361,6 @@ fn object_weights(examples: &[Example], extra: f32, device: &Device) -> Result<V
 
 fn weighted_mse(a: Tensor<4>, b: Tensor<4>, weights: Tensor<4>) -> Tensor<1> {
     ((a - b).square() * weights).mean()
-}
-
-/// ECD's targets for the replayed rows: the previous state's predictions for the first
-/// `concept_rows` (memory of earlier concepts, L2DM Sec. 3.2), the base model's for the rest
-/// (base-world memory). Distilling plain prompts toward the previous state instead would carry
-/// every lesson's drift into the next; toward the base it keeps them where pretraining left them.
-fn distill_targets(trainer: &Trainer, teacher: &Adapter, x_t: Tensor<4>, t: &[f32], ids: &[Vec<i64>], concept_rows: usize) -> Result<Tensor<4>> {
-    let n = t.len();
-    let mut parts = Vec::with_capacity(2);
-    if concept_rows > 0 {
-        let x = x_t.clone().narrow(0, 0, concept_rows);
-        parts.push(trainer.predict(teacher, x, &t[..concept_rows], &ids[..concept_rows])?.detach());
-    }
-    if concept_rows < n {
-        let x = x_t.narrow(0, concept_rows, n - concept_rows);
-        parts.push(trainer.predict_base(teacher, x, &t[concept_rows..], &ids[concept_rows..])?);
-    }
-    Ok(Tensor::cat(parts, 0))
-}
-
-/// Mean squared gap between the adapted and the base model's empty-prompt predictions on `x_t`
-/// (classifier-free guidance's unconditional branch, kept where pretraining left it).
-fn unconditional_anchor(trainer: &Trainer, adapter: &Adapter, x_t: Tensor<4>, t: &[f32]) -> Result<Tensor<1>> {
-    let n = t.len();
-    let ids = trainer.ids(&vec![""; n])?;
-    let student = trainer.predict(adapter, x_t.clone(), t, &ids)?;
-    let base = trainer.predict_base(adapter, x_t, t, &ids)?;
-    Ok(mse_per_example(student, base).mean())
 }
 
 #[cfg(test)]
