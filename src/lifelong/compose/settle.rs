@@ -67,6 +67,33 @@ pub(super) fn settled(parts: &[Part], clauses: &[Clause], latents: &[Tensor<4>],
     Some(join([a.shift, b.shift], [ca.center, cb.center], [la, lb], boxes))
 }
 
+/// How far to move the first and the second object inward (`+first`, `-second`) along the axis
+/// that separates them so that each lies within `[0, n)`: an object drawn centred on a region
+/// centre near the edge can stick out of the image, and its view is rolled, so the part beyond
+/// the edge is lost (a chevron on the left came out without its left arm in all eight of seed
+/// 2's pairs that put it there: README, "Lessons"). Only the room beyond [`GAP`] between the two
+/// is used, shared as [`moves`] shares it, so that fitting never joins the objects.
+pub fn fits([a0, a1]: [isize; 2], [b0, b1]: [isize; 2], n: isize) -> (isize, isize) {
+    let free = (b0 - a1 - 1 - GAP).max(0);
+    let (need_a, need_b) = ((-a0).max(0), (b1 - (n - 1)).max(0));
+    let first = need_a.min(free / 2);
+    let second = need_b.min(free - first);
+    let first = need_a.min(free - second);
+    (first, second)
+}
+
+/// The move, across the separating axis, that brings `[a0, a1]` within `[0, n)` (0 when it is, or
+/// when it is wider than the image): each object has that axis to itself.
+fn inside([a0, a1]: [isize; 2], n: isize) -> isize {
+    if a1 - a0 + 1 > n {
+        0
+    } else if a0 < 0 {
+        -a0
+    } else {
+        (n - 1 - a1).min(0)
+    }
+}
+
 /// [`settled`] for two views with their rolls (`shifts`, `[rows, columns]` as the parts'), region
 /// centres (`[x, y]`) and objects' boxes in the views ([`object_box`]).
 fn join(shifts: [[isize; 2]; 2], centers: [[f32; 2]; 2], latents: [&Tensor<4>; 2], boxes: [[isize; 4]; 2]) -> Tensor<4> {
@@ -75,11 +102,13 @@ fn join(shifts: [[isize; 2]; 2], centers: [[f32; 2]; 2], latents: [&Tensor<4>; 2
     // coordinate along it.
     let axis = usize::from((centers[0][0] - centers[1][0]).abs() >= (centers[0][1] - centers[1][1]).abs());
     let coord = 1 - axis;
-    // An object's extent along the axis in image cells (a view's cell v is the image's v - shift).
-    let extent = |k: usize| [boxes[k][2 * axis] - shifts[k][axis], boxes[k][2 * axis + 1] - shifts[k][axis]];
+    // An object's extent along an axis in image cells (a view's cell v is the image's v - shift).
+    let extent = |k: usize, ax: usize| [boxes[k][2 * ax] - shifts[k][ax], boxes[k][2 * ax + 1] - shifts[k][ax]];
     let (lo_k, hi_k) = if centers[0][coord] <= centers[1][coord] { (0, 1) } else { (1, 0) };
-    let (lo, hi) = (extent(lo_k), extent(hi_k));
+    let (lo, hi) = (extent(lo_k, axis), extent(hi_k, axis));
     let n = [h, w][axis] as isize;
+    let (inward_lo, inward_hi) = fits(lo, hi, n);
+    let (lo, hi) = ([lo[0] + inward_lo, lo[1] + inward_lo], [hi[0] - inward_hi, hi[1] - inward_hi]);
     let (back, forth) = moves(lo, hi, n);
     let border = ((lo[1] - back + 1) + (hi[0] + forth)) as f32 / (2 * n) as f32;
     let mut centers = centers;
@@ -87,8 +116,13 @@ fn join(shifts: [[isize; 2]; 2], centers: [[f32; 2]; 2], latents: [&Tensor<4>; 2
     centers[hi_k][coord] = border + 0.25;
     let mut shifts = shifts;
     // Displaced by d in the image, the view's cell v lands on v - (shift - d).
-    shifts[lo_k][axis] += back;
-    shifts[hi_k][axis] -= forth;
+    shifts[lo_k][axis] += back - inward_lo;
+    shifts[hi_k][axis] -= forth - inward_hi;
+    let across = 1 - axis;
+    let m = [h, w][across] as isize;
+    for k in [lo_k, hi_k] {
+        shifts[k][across] -= inside(extent(k, across), m);
+    }
     let masks = region_masks(&centers, [h, w], &latents[0].device());
     let placed = |k: usize| unroll(latents[k].clone(), shifts[k]) * masks.clone().narrow(0, k, 1).cast(latents[k].dtype());
     placed(0) + placed(1)
@@ -106,6 +140,19 @@ mod tests {
         assert_eq!(moves([2, 8], [8, 13], 16), (1, 1), "sharing a cell: one cell each way");
         assert_eq!(moves([0, 7], [7, 12], 16), (0, 2), "no room before the first: the second moves alone");
         assert_eq!(moves([0, 7], [7, 15], 16), (0, 0), "no room on either side: left as drawn");
+    }
+
+    #[test]
+    fn objects_past_the_edge_move_inward_within_the_free_room() {
+        assert_eq!(fits([1, 6], [9, 14], 16), (0, 0), "both inside: stay");
+        assert_eq!(fits([-2, 4], [9, 14], 16), (2, 0), "two cells past the start, room for them");
+        assert_eq!(fits([-2, 4], [9, 17], 16), (1, 2), "both out, three free cells beyond the gap");
+        assert_eq!(fits([-3, 4], [7, 14], 16), (1, 0), "only one free cell beyond the gap: never closer than it");
+        assert_eq!(fits([-3, 4], [6, 14], 16), (0, 0), "no free room: left as drawn");
+        assert_eq!(inside([-2, 5], 16), 2);
+        assert_eq!(inside([10, 18], 16), -3);
+        assert_eq!(inside([3, 9], 16), 0);
+        assert_eq!(inside([-2, 16], 16), 0, "wider than the image: left as drawn");
     }
 
     #[test]
@@ -147,5 +194,8 @@ mod tests {
         assert_eq!(joined(5..12, 4, 0.25), both(1..8, 9..16));
         // Rolled three columns out they would share column 8: each moves one column outward.
         assert_eq!(joined(5..12, 3, 0.3), both(1..8, 9..16));
+        // Objects on view columns 6..10 rolled eight columns out would stick two columns out of
+        // the image each (and wrap round, masked away): each moves back inside.
+        assert_eq!(joined(6..10, 8, 0.2), both(0..4, 12..16));
     }
 }
