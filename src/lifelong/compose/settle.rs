@@ -9,7 +9,9 @@
 //! goes to the middle of the gap. On the eight taught concepts of README "Lessons" (64
 //! two-concept prompts, 2026-11-27, session 14): 52 composed without moving, 62 with (eleven
 //! gained, one lost; those gained were the wide shapes, ell, chevron and dome, meeting at the
-//! border).
+//! border). Before that, an object that sticks out of the image (a wide one centred on a region
+//! centre near the edge) first moves back inside ([`fits`]), or its part past the edge is lost:
+//! seed 2's pairs 32 -> 39 of 64 (session 23, README "Lessons").
 
 use burn::prelude::*;
 
