@@ -45,8 +45,9 @@ pub const DEFAULT_STRENGTH: f32 = 8.0;
 /// model, untracked harness, 2026-11-28) the edit without the boost bound 51: 9 of its 13 misses
 /// were clean swaps, both objects drawn in their own colour and size, each on the other's side;
 /// with a boost of 2, 4 and 6 score units (`CLAUSE_BOOST` 0.25, 0.5, 0.75) it bound 59, 60 and
-/// 60, no swap left (the misses are a colour not drawn). On 64 other such prompts, 59 -> 61; on the eval's two-shape prompts, 59 -> 60. Scaling
-/// the prompt's own end and padding tokens down instead (by e^-2 / e^-4) bound 57 / 58.
+/// 60, no swap left (the misses are a colour not drawn). On 64 other such prompts, 59 -> 61; on
+/// the eval's two-shape prompts, 59 -> 60. Scaling the prompt's own end and padding tokens down
+/// instead (by e^-2 / e^-4) bound 57 / 58.
 pub const CLAUSE_BOOST: f32 = 0.5;
 
 /// The subjects' token positions, clauses and regions in a tokenized prompt.
@@ -115,10 +116,11 @@ pub fn extended_context(context: &Tensor<3>, clauses: Vec<Tensor<3>>) -> Tensor<
 /// (1 - w)`, `w` the cell's weight for the subject's region: zero inside, `-strength` outside; its
 /// other tokens are left alone. Region `k`'s clause is read only in that region (the same bias,
 /// plus `CLAUSE_BOOST * strength * w`: raised inside), every token but the start token, which is
-/// the prompt's own (the text encoder is causal) and would be counted twice. Why the clauses: in a causal text encoder the end token and the padding
-/// after it carry every word before them, so in "a red circle to the left of a blue circle" they
-/// say "red" and "blue" everywhere; a region's clause says only its own subject's colour. Only the
-/// prompt's own item (the last) is biased: guidance's negative prompt attends as before.
+/// the prompt's own (the text encoder is causal) and would be counted twice. Why the clauses: in
+/// a causal text encoder the end token and the padding after it carry every word before them, so
+/// in "a red circle to the left of a blue circle" they say "red" and "blue" everywhere; a region's
+/// clause says only its own subject's colour. Only the prompt's own item (the last) is biased:
+/// guidance's negative prompt attends as before.
 pub fn bias_map(regions: &TokenRegions, context_len: usize, grid: [usize; 2], batch: usize, strength: f32, device: &Device) -> Tensor<4> {
     let [h, w] = grid;
     let masks = region_weights(&regions.centers, grid);

@@ -53,10 +53,16 @@ pub fn moves([a0, a1]: [isize; 2], [b0, b1]: [isize; 2], n: isize) -> (isize, is
         return (0, 0);
     }
     let (room_a, room_b) = (a0.max(0), (n - 1 - b1).max(0));
-    let first = room_a.min((deficit + 1) / 2);
-    let second = room_b.min(deficit - first);
-    let first = room_a.min(deficit - second);
-    (first, second)
+    share(deficit, [room_a, room_b], (deficit + 1) / 2)
+}
+
+/// `total` shared between two moves capped at `caps`: the first takes up to `first_try`, the
+/// second what it can of the rest, the first what the second left (as much of `total` as the
+/// caps allow).
+fn share(total: isize, [cap_a, cap_b]: [isize; 2], first_try: isize) -> (isize, isize) {
+    let first = cap_a.min(first_try);
+    let second = cap_b.min(total - first);
+    (cap_a.min(total - second), second)
 }
 
 /// The finished image of two parts whose objects were moved apart ([`moves`]), the border
@@ -74,14 +80,11 @@ pub(super) fn settled(parts: &[Part], clauses: &[Clause], latents: &[Tensor<4>],
 /// centre near the edge can stick out of the image, and its view is rolled, so the part beyond
 /// the edge is lost (a chevron on the left came out without its left arm in all eight of seed
 /// 2's pairs that put it there: README, "Lessons"). Only the room beyond [`GAP`] between the two
-/// is used, shared as [`moves`] shares it, so that fitting never joins the objects.
+/// is used ([`share`]d as [`moves`] shares its deficit), so that fitting never joins the objects.
 pub fn fits([a0, a1]: [isize; 2], [b0, b1]: [isize; 2], n: isize) -> (isize, isize) {
     let free = (b0 - a1 - 1 - GAP).max(0);
     let (need_a, need_b) = ((-a0).max(0), (b1 - (n - 1)).max(0));
-    let first = need_a.min(free / 2);
-    let second = need_b.min(free - first);
-    let first = need_a.min(free - second);
-    (first, second)
+    share(free, [need_a, need_b], free / 2)
 }
 
 /// The move, across the separating axis, that brings `[a0, a1]` within `[0, n)` (0 when it is, or
