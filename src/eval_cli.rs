@@ -86,7 +86,8 @@ pub struct EvalLifelongArgs {
     pub pairs: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Comma-separated rows: l2dm, finetune, ewc, lora-merge, routed, no-tame, no-ecd, no-oa (no-caa comes
+    /// Comma-separated rows: l2dm, finetune, ewc, lora-merge, routed, no-tame, no-ecd, no-oa,
+    /// no-null-space (no-caa comes
     /// with l2dm: the same state generating without the artist).
     #[arg(long, default_value = "finetune,ewc,lora-merge,l2dm,no-tame,no-ecd,no-oa")]
     pub methods: String,
@@ -135,6 +136,10 @@ pub struct EvalLifelongArgs {
     /// on by default).
     #[arg(long)]
     pub no_size_views: bool,
+    /// Null-space lessons (`l2dm`) adapt the cross-attention keys and values only, where the
+    /// null space guards earlier prompts exactly (default: every projection).
+    #[arg(long)]
+    pub text_sites_only: bool,
     /// ECD's base distillation weight lambda_0 and elasticity kappa, and TAME's replay weight mu.
     #[arg(long, default_value_t = LessonOptions::default().distill)]
     pub distill: f32,
@@ -165,7 +170,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         concepts: args.concepts,
         names: args.names.clone(),
         images: args.images,
-        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, lr_end: args.lr_end, object_weight: args.object_weight, candidates: args.candidates, prompt_dropout: args.prompt_dropout, ema: args.ema, init_search: !args.no_init_search, refine_steps: args.refine_steps, place_views: args.place_views, caption_views: args.caption_views, size_views: !args.no_size_views, uncond: args.uncond, distill: args.distill, kappa: args.kappa, mu: args.mu, ..LessonOptions::default() },
+        lesson: LessonOptions { steps: args.lesson_steps, lr_lora: args.lr_lora, lr_token: args.lr_token, lr_end: args.lr_end, object_weight: args.object_weight, candidates: args.candidates, prompt_dropout: args.prompt_dropout, ema: args.ema, init_search: !args.no_init_search, refine_steps: args.refine_steps, place_views: args.place_views, caption_views: args.caption_views, size_views: !args.no_size_views, image_sites: !args.text_sites_only, uncond: args.uncond, distill: args.distill, kappa: args.kappa, mu: args.mu, ..LessonOptions::default() },
         memory: MemoryOptions::default(),
         probes: args.probes,
         pairs: args.pairs,
@@ -211,7 +216,8 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
             ),
             "no-tame" => (Method::L2dmNoTame, vec![("l2dm w/o tame".to_string(), full)]),
             "no-ecd" => (Method::L2dmNoEcd, vec![("l2dm w/o ecd".to_string(), full)]),
-            other => return Err(Error::InvalidInput(format!("unknown method `{other}`; use l2dm, finetune, ewc, lora-merge, routed, no-tame, no-ecd, no-oa"))),
+            "no-null-space" => (Method::L2dmNoNullSpace, vec![("l2dm w/o null space".to_string(), full)]),
+            other => return Err(Error::InvalidInput(format!("unknown method `{other}`; use l2dm, finetune, ewc, lora-merge, routed, no-tame, no-ecd, no-oa, no-null-space"))),
         };
         let new_rows = run_method(&base, &trained, &device, method, &variants, &options, &mut |line| eprintln!("{line}"))?;
         if let Some(dir) = &args.dump {

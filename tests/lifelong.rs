@@ -4,6 +4,7 @@
 mod common;
 
 use burn::prelude::*;
+use common::lessons::{learner, picture};
 use common::{fixtures, values};
 use lifelong_diffusion::lifelong::adapter::AdapterConfig;
 use lifelong_diffusion::lifelong::compose::Composer;
@@ -16,26 +17,6 @@ use lifelong_diffusion::loader;
 use lifelong_diffusion::native::Folder;
 use lifelong_diffusion::pipeline::{decode_latents, encode_latents};
 use lifelong_diffusion::rng::Rng;
-
-fn learner() -> Learner {
-    let device = Device::flex();
-    let base = loader::load(&Folder(fixtures().join("sd1")), &device).expect("sd1");
-    let trained = loader::load(&Folder(fixtures().join("sd1")), &device.clone().autodiff()).expect("sd1");
-    Learner::new(base, device, trained, AdapterConfig::default()).expect("learner")
-}
-
-/// A 64x64 picture: a bright square at `(x, y)` on a dark background.
-fn picture(x: usize, y: usize) -> Picture {
-    let mut v = vec![0.1f32; 3 * 64 * 64];
-    for c in 0..3 {
-        for yy in y..y + 20 {
-            for xx in x..x + 20 {
-                v[c * 4096 + yy * 64 + xx] = if c == 0 { 0.9 } else { 0.3 };
-            }
-        }
-    }
-    Picture { image: Tensor::from_data(TensorData::new(v, [1, 3, 64, 64]), &Device::flex()), words: None }
-}
 
 /// Mean denoising loss of `examples` at fixed timesteps and noise.
 fn fixed_loss(trainer: &Trainer, learner: &Learner, examples: &[Example]) -> f32 {
@@ -237,7 +218,7 @@ fn routed_lessons_isolate_concepts_and_leave_plain_prompts_alone() {
 #[test]
 fn method_names_are_the_ones_the_store_records() {
     use Method::*;
-    for m in [L2dm, L2dmNoTame, L2dmNoEcd, L2dmNoOa, Finetune, Ewc, LoraMerge, Routed] {
+    for m in [L2dm, L2dmNoTame, L2dmNoEcd, L2dmNoOa, L2dmNoNullSpace, Finetune, Ewc, LoraMerge, Routed] {
         assert_eq!(serde_json::to_value(m).unwrap(), m.name());
     }
 }

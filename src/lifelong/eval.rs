@@ -290,7 +290,7 @@ pub fn run_method(
     let all = novel_concepts();
     let taught = taught_concepts(options)?;
     let mut learner = Learner::new(base.clone(), device.clone(), trained.clone(), options.adapter.clone())?;
-    if matches!(method, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd | Method::L2dmNoOa) {
+    if method.keeps_memory() {
         learner.remember_base(&base_prompts(true, 6), &options.memory, options.seed)?;
     }
     let (mut after, mut seconds, mut samples) = (Vec::new(), Vec::new(), Vec::new());
@@ -313,7 +313,8 @@ pub fn run_method(
             k + 1,
             concept.name,
             report.init_words.iter().map(|(w, e)| format!("{w} {e:.4}")).collect::<Vec<_>>(),
-            report.refined.map_or(String::new(), |share| format!(", latents refined ({:.1}% of pixels lost)", 100.0 * share)),
+            report.refined.map_or(String::new(), |share| format!(", latents refined ({:.1}% of pixels lost)", 100.0 * share))
+                + &report.protected.map_or(String::new(), |(k, d)| format!(", {k} of {d} text directions protected")),
             report.first_loss,
             report.last_loss,
             report.kept_step,

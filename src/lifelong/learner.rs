@@ -5,7 +5,8 @@
 use burn::prelude::*;
 
 use super::adapter::{Adapter, AdapterConfig};
-use super::lesson::{teach, Example, LessonOptions, LessonProgress, LessonReport, Replay, Trainer};
+use super::lesson::{teach, Example, LessonOptions, LessonProgress, LessonReport, Prior, Replay, Trainer};
+use super::null_space::{self, Guard};
 pub use super::method::Method;
 use super::protect::accumulate_fisher;
 use super::selfcheck::{best_candidate, signature, SampleOptions, Signature};
@@ -133,7 +134,7 @@ impl Learner {
         let replay = self.replay();
         let teacher = (!replay.is_empty()).then(|| self.adapter.frozen(&self.trainer.device));
         let (init, ranked) = self.initial_embedding(&token, &new, options)?;
-        let options = LessonOptions { protection: method.protection(), uncond: method.uncond(options.uncond), ..options.clone() };
+        let options = LessonOptions { protection: method.protection(), uncond: method.uncond(options.uncond, options.image_sites), ..options.clone() };
         let views = self.views(&token, pictures, &new, &options)?;
         let taught_on: Vec<Example> = new.iter().cloned().chain(views).collect();
         let mut report = if matches!(method, Method::LoraMerge | Method::Routed) {
@@ -142,9 +143,11 @@ impl Learner {
             let check = SelfCheck { taught, sample: SampleOptions { steps: memory.steps, guidance: memory.guidance, seed: options.seed ^ 0xC4EC } };
             self.lesson_merged(name, &token, token_id, init, (&taught_on, &new), &options, method == Method::Routed, &check, progress)?
         } else {
-            self.adapter.add_concept(name, &token, token_id, init)?;
-            let mut student = self.adapter.trainable(&self.trainer.device);
-            let report = teach(&self.trainer, &mut student, teacher.as_ref(), &taught_on, &replay, &options, progress)?;
+            let (mut student, guard) = self.student(&options)?;
+            student.add_concept(name, &token, token_id, init)?;
+            let prior = Prior { teacher: teacher.as_ref(), guard: guard.as_ref() };
+            let mut report = teach(&self.trainer, &mut student, prior, &taught_on, &replay, &options, progress)?;
+            report.protected = guard.map(|g| g.dims);
             self.adapter = student;
             report
         };
@@ -169,6 +172,20 @@ impl Learner {
         } else {
             Method::L2dm
         }
+    }
+
+    /// The trainable state a shared-adapter lesson starts from: the adapter as it is, or for a
+    /// null-space lesson the adapter grown by a block and the guard that keeps that block off
+    /// every earlier prompt's text directions (memory prompts, and the shapes world's phrases).
+    fn student(&self, options: &LessonOptions) -> Result<(Adapter, Option<Guard>)> {
+        if !options.protection.null_space {
+            return Ok((self.adapter.trainable(&self.trainer.device), None));
+        }
+        let remembered: Vec<String> = self.memories.iter().flat_map(|m| m.items.iter().map(|i| i.prompt.clone())).collect();
+        let world = self.base.world.as_deref() == Some("shapes");
+        let prompts = null_space::protected_prompts(&self.adapter, &remembered, world);
+        let (student, guard) = null_space::prepare(&self.trainer, &self.adapter, &prompts, (self.block.rank, options.image_sites), options.seed)?;
+        Ok((student, Some(guard)))
     }
 
     /// A state is routed (each concept its own block) or shared, never both: a shared lesson would
@@ -208,7 +225,7 @@ impl Learner {
         let block = AdapterConfig { targets: self.adapter.config.targets.clone(), ..self.block.clone() };
         let mut fresh = Adapter::new(&mut self.trainer.model.unet, block, options.seed, &ad)?;
         fresh.add_concept(name, token, token_id, init)?;
-        let mut report = teach(&self.trainer, &mut fresh, None, new, &[], options, progress)?;
+        let mut report = teach(&self.trainer, &mut fresh, Prior::default(), new, &[], options, progress)?;
         if report.candidates.len() > 1 && !check.taught.is_empty() {
             let prompts: Vec<String> = pictures.iter().map(|e| e.prompt.clone()).collect();
             // The base model with the trainer's tokenizer: the earlier concepts' tokens keep

@@ -10,6 +10,7 @@ use burn::prelude::*;
 
 use super::adam::Adam;
 use super::adapter::Adapter;
+use super::null_space::Guard;
 use super::protect::{distill_targets, ewc_penalty, orthogonality, unconditional_anchor, Elastic};
 pub use super::trainer::Trainer;
 use crate::error::{Error, Result};
@@ -42,6 +43,9 @@ pub struct Protection {
     /// Orthogonal attention (OA) during lessons, strength: the new concept's cross-attention
     /// keys are pushed orthogonal to every earlier concept's.
     pub oa: f32,
+    /// Each lesson a new block reading only text directions earlier prompts leave unused, earlier
+    /// blocks and embeddings frozen (src/lifelong/null_space.rs).
+    pub null_space: bool,
 }
 
 /// Lesson settings.
@@ -88,6 +92,9 @@ pub struct LessonOptions {
     /// object shrunk to the small size, the words saying "small" (src/lifelong/size_views.rs).
     /// Other models' pictures are never shrunk.
     pub size_views: bool,
+    /// A null-space lesson's block also adapts the projections that read image features, where
+    /// no text basis guards it and TAME and ECD alone hold earlier concepts (src/lifelong/null_space.rs).
+    pub image_sites: bool,
     pub mu: f32,
     /// Base distillation weight `lambda_0`.
     pub distill: f32,
@@ -125,11 +132,12 @@ impl Default for LessonOptions {
             // Replaying memory against the noise (mu 1) pulled plain prompts from 50% to 12.5%
             // right (its samples carry guidance's overshoot, which training on them amplifies);
             // distillation toward the teacher keeps them without that (README, "Lessons").
+            image_sites: true,
             mu: 0.3,
             distill: 0.3,
             kappa: 1.0,
             uncond: 1.0,
-            protection: Protection { replay: true, distill: true, ewc: 0.0, oa: 0.05 },
+            protection: Protection { replay: true, distill: true, ewc: 0.0, oa: 0.05, null_space: true },
             seed: 0,
         }
     }
@@ -165,6 +173,8 @@ pub struct LessonReport {
     /// When the pictures' latents were refined (src/lifelong/invert.rs): the share of their
     /// pixels the VAE's round trip had lost.
     pub refined: Option<f32>,
+    /// For a null-space lesson, `(k, d)`: the text directions it left alone, of the text width.
+    pub protected: Option<(usize, usize)>,
 }
 
 /// The steps (1-based) at which a lesson of `steps` keeps one of `candidates` states: spread
@@ -194,12 +204,20 @@ fn pick_indices(len: usize, n: usize, rng: &mut Rng) -> Vec<usize> {
     (0..n).map(|_| (rng.uniform() * len as f64) as usize % len).collect()
 }
 
+/// What a lesson holds on to from before it: the previous state as ECD's teacher (frozen) and,
+/// for null-space lessons, the guard that keeps the new block off earlier prompts' directions.
+#[derive(Clone, Copy, Default)]
+pub struct Prior<'a> {
+    pub teacher: Option<&'a Adapter>,
+    pub guard: Option<&'a Guard>,
+}
+
 /// Teaches `adapter` (trainable, on the trainer's device) the examples in `new`; `replay` holds
-/// memory of earlier concepts and `teacher` the state before this lesson (frozen).
+/// memory of earlier concepts, `prior` the state before this lesson.
 pub fn teach(
     trainer: &Trainer,
     adapter: &mut Adapter,
-    teacher: Option<&Adapter>,
+    prior: Prior<'_>,
     new: &[Example],
     replay: &[Replay],
     options: &LessonOptions,
@@ -224,7 +242,7 @@ pub fn teach(
     let weights = if options.object_weight > 0.0 { object_weights(new, options.object_weight, &trainer.device)? } else { Vec::new() };
     let mut candidates = Vec::with_capacity(keep_at.len());
     for step in 1..=options.steps {
-        let (loss, distill) = step_loss(trainer, adapter, teacher, (new, &weights), replay, options, &mut elastic, [&mut rng, &mut replay_rng, &mut drop_rng])?;
+        let (loss, distill) = step_loss(trainer, adapter, prior.teacher, (new, &weights), replay, options, &mut elastic, [&mut rng, &mut replay_rng, &mut drop_rng])?;
         let loss = if options.protection.oa > 0.0 && adapter.concepts.len() > 1 {
             loss + orthogonality(trainer, adapter)?.mul_scalar(options.protection.oa)
         } else {
@@ -240,9 +258,16 @@ pub fn teach(
         }
         let grads = loss.backward();
         let g: Vec<Option<Tensor<2>>> = adapter.params().iter().map(|p| p.grad(&grads)).collect();
+        let g = match prior.guard {
+            Some(guard) => guard.mask(g),
+            None => g,
+        };
         let mut params = adapter.params();
         let decay = lr_factor(step, options.steps, options.lr_end);
         adam.step(&mut params, g, &lrs.iter().map(|lr| lr * decay).collect::<Vec<_>>());
+        if let Some(guard) = prior.guard {
+            guard.project(&mut params);
+        }
         if options.ema > 0.0 {
             ema = Some(ema_update(ema, &params, options.ema));
         }
@@ -259,7 +284,7 @@ pub fn teach(
     if let Some(averaged) = ema {
         adapter.set_params(averaged.into_iter().map(|p| p.detach().require_grad()).collect());
     }
-    Ok(LessonReport { steps: options.steps, first_loss: first, last_loss: last, elastic: elastic.weights(options), candidates, kept_step: options.steps, scores: Vec::new(), init_words: Vec::new(), refined: None })
+    Ok(LessonReport { steps: options.steps, first_loss: first, last_loss: last, elastic: elastic.weights(options), candidates, kept_step: options.steps, scores: Vec::new(), init_words: Vec::new(), refined: None, protected: None })
 }
 
 /// One step of the moving average: `avg <- d * avg + (1 - d) * params` (the first step starts it).

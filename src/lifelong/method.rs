@@ -8,8 +8,12 @@ use super::lesson::{LessonOptions, Protection};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// Replay (TAME) + elastic distillation (ECD) into the shared adapter.
+    /// Replay (TAME) + elastic distillation (ECD) into the shared adapter, each lesson's block
+    /// kept off the text directions earlier prompts use (src/lifelong/null_space.rs).
     L2dm,
+    /// L2DM without the null space: every lesson trains the whole shared adapter (all its rows,
+    /// all concepts' embeddings), held by TAME and ECD alone.
+    L2dmNoNullSpace,
     /// L2DM without TAME's replay loss (distillation still sees memory prompts).
     L2dmNoTame,
     /// L2DM without ECD.
@@ -35,6 +39,7 @@ impl Method {
             Method::L2dmNoTame => "l2dm-no-tame",
             Method::L2dmNoEcd => "l2dm-no-ecd",
             Method::L2dmNoOa => "l2dm-no-oa",
+            Method::L2dmNoNullSpace => "l2dm-no-null-space",
             Method::Finetune => "finetune",
             Method::Ewc => "ewc",
             Method::LoraMerge => "lora-merge",
@@ -44,13 +49,14 @@ impl Method {
 
     pub(super) fn protection(self) -> Protection {
         let (replay, distill) = match self {
-            Method::L2dm | Method::L2dmNoOa => (true, true),
+            Method::L2dm | Method::L2dmNoOa | Method::L2dmNoNullSpace => (true, true),
             Method::L2dmNoTame => (false, true),
             Method::L2dmNoEcd => (true, false),
             Method::Finetune | Method::Ewc | Method::LoraMerge | Method::Routed => (false, false),
         };
-        let oa = if matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd) { 0.05 } else { 0.0 };
-        Protection { replay, distill, ewc: if self == Method::Ewc { 5e4 } else { 0.0 }, oa }
+        let oa = if matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd | Method::L2dmNoNullSpace) { 0.05 } else { 0.0 };
+        let null_space = self.keeps_memory() && self != Method::L2dmNoNullSpace;
+        Protection { replay, distill, ewc: if self == Method::Ewc { 5e4 } else { 0.0 }, oa, null_space }
     }
 
     /// The unconditional anchor's weight for this method. A routed block is installed only for
@@ -61,9 +67,11 @@ impl Method {
     /// the lesson also runs in about half the time. Finetune is the unprotected baseline, and the
     /// anchor protects the base model's empty-prompt branch, so finetune goes without it too:
     /// with it, finetune learnt 21.9% of its probes and so had only that to forget (README,
-    /// "Lessons").
-    pub(super) fn uncond(self, requested: f32) -> f32 {
-        if matches!(self, Method::Routed | Method::Finetune) { 0.0 } else { requested }
+    /// "Lessons"). A null-space lesson on the text sites alone cannot move the empty prompt's
+    /// keys and values (its hidden states are protected), so there the anchor would only cost a pass.
+    pub(super) fn uncond(self, requested: f32, image_sites: bool) -> f32 {
+        let text_only = self.protection().null_space && !image_sites;
+        if matches!(self, Method::Routed | Method::Finetune) || text_only { 0.0 } else { requested }
     }
 
     /// Lesson steps when none are asked for: 300 for a routed block (README, "Lessons": 150
@@ -73,7 +81,7 @@ impl Method {
         if self == Method::Routed { 300 } else { LessonOptions::default().steps }
     }
 
-    pub(super) fn keeps_memory(self) -> bool {
-        matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd | Method::L2dmNoOa)
+    pub fn keeps_memory(self) -> bool {
+        matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd | Method::L2dmNoOa | Method::L2dmNoNullSpace)
     }
 }

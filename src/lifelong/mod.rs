@@ -11,6 +11,7 @@ pub mod lesson;
 pub mod learner;
 pub mod memory;
 pub mod method;
+pub mod null_space;
 pub mod orthogonal;
 pub mod protect;
 pub mod selfcheck;

@@ -1,6 +1,8 @@
 //! Shared test helpers: fixture files, devices, tolerances.
 #![allow(dead_code)]
 
+pub mod lessons;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
