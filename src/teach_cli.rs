@@ -63,7 +63,8 @@ pub struct TeachArgs {
     #[arg(long)]
     pub steps: Option<usize>,
     /// routed: one LoRA block per concept, so nothing taught before changes; l2dm: one shared
-    /// adapter, protected by replay and distillation (the paper); finetune, ewc, lora-merge: the
+    /// adapter, protected by replay and distillation (the paper), each lesson's block kept off
+    /// earlier prompts' text directions (src/lifelong/null_space.rs); finetune, ewc, lora-merge: the
     /// baselines. A store's concepts are all routed or all shared; default: what the store
     /// holds, routed for an empty store.
     #[arg(long, value_enum)]

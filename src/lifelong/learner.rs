@@ -6,18 +6,18 @@ use burn::prelude::*;
 
 use super::adapter::{Adapter, AdapterConfig};
 use super::lesson::{teach, Example, LessonOptions, LessonProgress, LessonReport, Prior, Replay, Trainer};
-use super::null_space::{self, Guard};
+use super::null_space;
 pub use super::method::Method;
 use super::protect::accumulate_fisher;
 use super::selfcheck::{best_candidate, signature, SampleOptions, Signature};
 use super::init::{self, Scored};
 use super::invert::picture_latents;
-use super::memory::{bank_score, features, Memory, MemoryItem};
+use super::memory::{features, generate_items, Memory};
 use super::store::{concept_token, validate_concept_name};
 use crate::error::{Error, Result};
 use crate::world::{prompt_at, SceneKind, Split};
 use crate::loader::LoadedModel;
-use crate::pipeline::{image_to_rgb8, GenerateOptions, Pipeline};
+use crate::pipeline::{image_to_rgb8, Pipeline};
 
 
 /// One teaching image: RGB in [0, 1] at the model's resolution `[1, 3, H, W]`, and optional
@@ -143,7 +143,7 @@ impl Learner {
             let check = SelfCheck { taught, sample: SampleOptions { steps: memory.steps, guidance: memory.guidance, seed: options.seed ^ 0xC4EC } };
             self.lesson_merged(name, &token, token_id, init, (&taught_on, &new), &options, method == Method::Routed, &check, progress)?
         } else {
-            let (mut student, guard) = self.student(&options)?;
+            let (mut student, guard) = null_space::student(self, &options)?;
             student.add_concept(name, &token, token_id, init)?;
             let prior = Prior { teacher: teacher.as_ref(), guard: guard.as_ref() };
             let mut report = teach(&self.trainer, &mut student, prior, &taught_on, &replay, &options, progress)?;
@@ -172,20 +172,6 @@ impl Learner {
         } else {
             Method::L2dm
         }
-    }
-
-    /// The trainable state a shared-adapter lesson starts from: the adapter as it is, or for a
-    /// null-space lesson the adapter grown by a block and the guard that keeps that block off
-    /// every earlier prompt's text directions (memory prompts, and the shapes world's phrases).
-    fn student(&self, options: &LessonOptions) -> Result<(Adapter, Option<Guard>)> {
-        if !options.protection.null_space {
-            return Ok((self.adapter.trainable(&self.trainer.device), None));
-        }
-        let remembered: Vec<String> = self.memories.iter().flat_map(|m| m.items.iter().map(|i| i.prompt.clone())).collect();
-        let world = self.base.world.as_deref() == Some("shapes");
-        let prompts = null_space::protected_prompts(&self.adapter, &remembered, world);
-        let (student, guard) = null_space::prepare(&self.trainer, &self.adapter, &prompts, (self.block.rank, options.image_sites), options.seed)?;
-        Ok((student, Some(guard)))
     }
 
     /// A state is routed (each concept its own block) or shared, never both: a shared lesson would
@@ -384,12 +370,12 @@ impl Learner {
         let bank = new.iter().map(|e| features(&e.latents)).collect::<Result<Vec<_>>>()?;
         let pipeline = self.pipeline()?;
         let prompts: Vec<String> = new.iter().map(|e| e.prompt.clone()).chain(std::iter::once(picture_prompt(token, None))).collect();
-        let candidates = generate(&pipeline, &prompts, options.candidates, options, &bank, seed)?;
+        let candidates = generate_items(&pipeline, &prompts, options.candidates, options, &bank, seed)?;
         let mut memory = Memory { concept: Some(name.into()), items: Vec::new(), bank };
         memory.refresh(candidates, options.keep);
         for old in self.memories.iter_mut().filter(|m| m.concept.is_some()) {
             let prompts: Vec<String> = old.items.iter().map(|i| i.prompt.clone()).collect();
-            let fresh = generate(&pipeline, &prompts, options.refresh, options, &old.bank, seed.wrapping_add(17))?;
+            let fresh = generate_items(&pipeline, &prompts, options.refresh, options, &old.bank, seed.wrapping_add(17))?;
             old.refresh(fresh, options.keep);
         }
         self.memories.retain(|m| m.concept.as_deref() != Some(name));
@@ -401,24 +387,9 @@ impl Learner {
     /// distillation and replay use to keep plain prompts as they were.
     pub fn remember_base(&mut self, prompts: &[String], options: &MemoryOptions, seed: u64) -> Result<()> {
         let pipeline = Pipeline::new(self.base.clone(), self.device.clone());
-        let items = generate(&pipeline, prompts, prompts.len(), options, &[], seed)?;
+        let items = generate_items(&pipeline, prompts, prompts.len(), options, &[], seed)?;
         self.memories.retain(|m| m.concept.is_some());
         self.memories.push(Memory { concept: None, items, bank: Vec::new() });
         Ok(())
     }
-}
-
-/// Generates `n` samples cycling through `prompts`, scored against `bank`.
-fn generate(pipeline: &Pipeline, prompts: &[String], n: usize, options: &MemoryOptions, bank: &[Vec<f32>], seed: u64) -> Result<Vec<MemoryItem>> {
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n.min(prompts.len().max(1) * 8) {
-        let Some(prompt) = prompts.get(i % prompts.len().max(1)) else { break };
-        let opts = GenerateOptions { prompt: prompt.clone(), steps: options.steps, guidance: options.guidance, seed: seed.wrapping_mul(31).wrapping_add(i as u64), ..Default::default() };
-        let mut run = pipeline.start(&opts)?;
-        while run.step()?.is_some() {}
-        let latents = run.finish_latents();
-        let score = if bank.is_empty() { 0.0 } else { bank_score(&features(&latents)?, bank) };
-        out.push(MemoryItem { prompt: prompt.clone(), latents, score });
-    }
-    Ok(out)
 }

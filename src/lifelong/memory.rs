@@ -8,7 +8,9 @@
 use burn::prelude::*;
 
 use super::store::{ConceptMemory, NamedTensor};
+use super::learner::MemoryOptions;
 use crate::error::{Error, Result};
+use crate::pipeline::{GenerateOptions, Pipeline};
 
 /// One replayable sample.
 #[derive(Debug, Clone)]
@@ -166,6 +168,21 @@ impl Memory {
         let concept = (!blob.concept.is_empty()).then(|| blob.concept.clone());
         Ok(Self { concept, items, bank })
     }
+}
+
+/// Generates `n` samples cycling through `prompts`, scored against `bank`.
+pub(super) fn generate_items(pipeline: &Pipeline, prompts: &[String], n: usize, options: &MemoryOptions, bank: &[Vec<f32>], seed: u64) -> Result<Vec<MemoryItem>> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n.min(prompts.len().max(1) * 8) {
+        let Some(prompt) = prompts.get(i % prompts.len().max(1)) else { break };
+        let opts = GenerateOptions { prompt: prompt.clone(), steps: options.steps, guidance: options.guidance, seed: seed.wrapping_mul(31).wrapping_add(i as u64), ..Default::default() };
+        let mut run = pipeline.start(&opts)?;
+        while run.step()?.is_some() {}
+        let latents = run.finish_latents();
+        let score = if bank.is_empty() { 0.0 } else { bank_score(&features(&latents)?, bank) };
+        out.push(MemoryItem { prompt: prompt.clone(), latents, score });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod method;
 pub mod null_space;
 pub mod orthogonal;
 pub mod protect;
+pub mod schedule;
 pub mod selfcheck;
 pub mod size_views;
 pub mod state;

@@ -8,16 +8,19 @@
 //! This is InfLoRA's design (Liang & Li, CVPR 2024, Sec. 4.2: a new branch's `A` in the null
 //! space of the earlier tasks' inputs) with GPM's energy criterion for the protected basis (Saha
 //! et al., ICLR 2021, Eq. 5). Sites that read image features (`attn2.to_q`/`to_out`,
-//! self-attention, feed-forward) see every prompt's pixels, so no text basis can guard them: a
-//! guarded block leaves them at zero, as Custom Diffusion (Kumari et al. 2023, Sec. 3.1) adapts
-//! `to_k`/`to_v` only.
+//! self-attention, feed-forward) see every prompt's pixels, so no text basis can guard them: the
+//! block adapts them too by default, held there by TAME's replay and ECD's distillation only, or
+//! leaves them at zero (`LessonOptions::image_sites` off), as Custom Diffusion (Kumari et al.
+//! 2023, Sec. 3.1) adapts `to_k`/`to_v` only. On the built-in model the keys and values alone
+//! learn little: the new shapes are drawn by the image-side projections (README, "Lessons").
 
 use std::ops::Range;
 
 use burn::prelude::*;
 
 use super::adapter::{leaf, Adapter};
-use super::lesson::Trainer;
+use super::learner::Learner;
+use super::lesson::{LessonOptions, Trainer};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use crate::world::vocab::{Background, Place, Size};
@@ -76,6 +79,21 @@ pub fn prepare(trainer: &Trainer, adapter: &Adapter, prompts: &[String], (rank, 
     student.set_params(params);
     Ok((student, guard))
 }
+
+/// The trainable state a shared-adapter lesson starts from: the adapter as it is, or for a
+/// null-space lesson the adapter grown by a block and the guard that keeps that block off
+/// every earlier prompt's text directions (memory prompts, and the shapes world's phrases).
+pub(super) fn student(learner: &Learner, options: &LessonOptions) -> Result<(Adapter, Option<Guard>)> {
+    if !options.protection.null_space {
+        return Ok((learner.adapter.trainable(&learner.trainer.device), None));
+    }
+    let remembered: Vec<String> = learner.memories.iter().flat_map(|m| m.items.iter().map(|i| i.prompt.clone())).collect();
+    let world = learner.base.world.as_deref() == Some("shapes");
+    let prompts = protected_prompts(&learner.adapter, &remembered, world);
+    let (student, guard) = prepare(&learner.trainer, &learner.adapter, &prompts, (learner.block.rank, options.image_sites), options.seed)?;
+    Ok((student, Some(guard)))
+}
+
 
 /// `adapter` with `rank` more rows: the new block's `A` Kaiming-uniform on the text sites (and
 /// with `image_sites` everywhere; zero elsewhere), `B` zero, so the grown state is the same model. Alpha grows with the rank so every

@@ -70,7 +70,7 @@ impl Denoising<'_> {
         let i = self.index;
         // While the composer's parts draw on latents of their own, the image is theirs: the
         // artist's edit of it would be overwritten, so it waits for the shared steps.
-        if !self.private.as_ref().is_some_and(|views| i < views.steps) {
+        if self.private.as_ref().is_none_or(|views| i >= views.steps) {
             self.run_artist(i, t)?;
         }
         let latents = self.latents.clone();

@@ -35,7 +35,7 @@ pub fn object_box(values: &[f32], [c, h, w]: [usize; 3]) -> Option<[isize; 4]> {
     let background: Vec<f32> = (0..c).map(|ch| ring.iter().map(|&(y, x)| at(ch, y, x)).sum::<f32>() / ring.len() as f32).collect();
     let distance: Vec<f32> = (0..h * w).map(|i| (0..c).map(|ch| (at(ch, i / w, i % w) - background[ch]).powi(2)).sum::<f32>().sqrt()).collect();
     let far = distance.iter().copied().fold(0.0f32, f32::max);
-    if !(far > 0.0) {
+    if far.is_nan() || far <= 0.0 {
         return None;
     }
     let cells: Vec<usize> = (0..h * w).filter(|&i| distance[i] > OBJECT_SHARE * far).collect();
