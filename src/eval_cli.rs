@@ -182,6 +182,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         adapter: AdapterConfig { rank: args.rank, alpha: args.rank as f32, targets: parse_targets(&args.targets)? },
     };
     let full = Generation { attend: true, bind: true, compose: false };
+    let composed = Generation { attend: false, bind: true, compose: true };
     let taught = taught_concepts(&options)?;
     let base_pipeline = Pipeline::new(base.clone(), device.clone());
     let ceiling = vae_ceiling(&base_pipeline, &taught, 16, args.sampling.seed)?;
@@ -192,11 +193,13 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
     let mut rows = Vec::new();
     for name in args.methods.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (method, variants) = match name {
+            // L2DM's rows draw as the routed ones (the product's path since session 24: two named
+            // concepts composed by region, OA on); "w/o caa" neither composes nor updates latents.
             "l2dm" => (Method::L2dm, vec![
-                ("l2dm".to_string(), full),
-                ("l2dm w/o caa".to_string(), Generation { attend: false, bind: false, compose: false }),
+                ("l2dm".to_string(), composed),
+                ("l2dm w/o caa".to_string(), Generation { attend: false, bind: true, compose: false }),
             ]),
-            "no-oa" => (Method::L2dmNoOa, vec![("l2dm w/o oa".to_string(), Generation { attend: true, bind: false, compose: false })]),
+            "no-oa" => (Method::L2dmNoOa, vec![("l2dm w/o oa".to_string(), Generation { attend: false, bind: false, compose: true })]),
             "finetune" => (Method::Finetune, vec![(name.to_string(), full)]),
             "ewc" => (Method::Ewc, vec![(name.to_string(), full)]),
             "lora-merge" => (Method::LoraMerge, vec![(name.to_string(), full)]),
@@ -214,9 +217,9 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
                     ("routed w/o caa".to_string(), Generation { attend: false, bind: true, compose: false }),
                 ],
             ),
-            "no-tame" => (Method::L2dmNoTame, vec![("l2dm w/o tame".to_string(), full)]),
-            "no-ecd" => (Method::L2dmNoEcd, vec![("l2dm w/o ecd".to_string(), full)]),
-            "no-null-space" => (Method::L2dmNoNullSpace, vec![("l2dm w/o null space".to_string(), full)]),
+            "no-tame" => (Method::L2dmNoTame, vec![("l2dm w/o tame".to_string(), composed)]),
+            "no-ecd" => (Method::L2dmNoEcd, vec![("l2dm w/o ecd".to_string(), composed)]),
+            "no-null-space" => (Method::L2dmNoNullSpace, vec![("l2dm w/o null space".to_string(), composed)]),
             other => return Err(Error::InvalidInput(format!("unknown method `{other}`; use l2dm, finetune, ewc, lora-merge, routed, no-tame, no-ecd, no-oa, no-null-space"))),
         };
         let new_rows = run_method(&base, &trained, &device, method, &variants, &options, &mut |line| eprintln!("{line}"))?;

@@ -1,13 +1,14 @@
 //! Null-space lessons (`--method l2dm`, src/lifelong/null_space.rs) on the tiny SD-1 fixture: a
 //! second lesson leaves the first concept's prompt, a remembered plain prompt and the empty
-//! prompt as they were, while the shared adapter trained without the null space moves them; the
-//! grown state reloads exactly.
+//! prompt as they were, while the shared adapter trained without the null space moves them; two
+//! shared concepts compose by region; the grown state reloads exactly.
 
 mod common;
 
 use burn::prelude::*;
 use common::lessons::{learner, picture};
 use common::values;
+use lifelong_diffusion::lifelong::compose::Composer;
 use lifelong_diffusion::lifelong::learner::{Learner, MemoryOptions, Method};
 use lifelong_diffusion::lifelong::lesson::LessonOptions;
 use lifelong_diffusion::lifelong::state;
@@ -59,6 +60,12 @@ fn a_null_space_lesson_on_the_text_sites_leaves_earlier_prompts_as_they_were() {
         assert!(guarded[i] < 0.05 * apart, "{prompt:?} moved {} (<two> vs <one>: {apart})", guarded[i]);
         assert!(guarded[i] < 0.2 * open[i].max(1e-9), "{prompt:?}: null space {} vs without {}", guarded[i], open[i]);
     }
+
+    // Two concepts of the shared adapter compose by region, as routed ones do, each region
+    // drawn by the whole adapter from its own clause.
+    let composer = Composer::plan(&l.adapter, &l.base, "a <one> to the left of a <two>", [8, 8]).expect("plan").expect("two shared concepts compose");
+    let clauses: Vec<&str> = composer.clauses.iter().map(|c| c.prompt.as_str()).collect();
+    assert_eq!(clauses, ["a large <one> in the center on a gray background", "a large <two> in the center on a gray background"]);
 
     // The grown shared state reloads exactly.
     let (concepts, blobs) = state::save(&l, &[], 2).expect("save");

@@ -1,5 +1,6 @@
-//! Regional composition of routed concepts, for prompts that name two or more concepts of a
-//! routed adapter. Summed, the concepts' LoRA blocks act on the whole image, so in "a <a> to the
+//! Regional composition of concepts, for prompts that name two or more concepts of an adapter
+//! (routed: each region's model carries its concept's block alone; shared, as L2DM's: the whole
+//! adapter, each region with its own one-concept clause, since session 24). Summed, the concepts' LoRA blocks act on the whole image, so in "a <a> to the
 //! left of a <b>" both objects come out in one concept's look; and a block alone, given the whole
 //! two-object prompt, draws world objects in neither look (both measured: README, "Lessons"): a
 //! block was taught on one-object prompts only.
@@ -134,11 +135,11 @@ pub struct PrivateViews {
 
 impl Composer {
     /// The composition for `prompt` on `base` (the model without concepts) with `adapter`, or
-    /// `None` when the adapter is not routed, the prompt names fewer than two of its concepts, or
-    /// its words give no layout (two clauses in one place).
+    /// `None` when the prompt names fewer than two of the adapter's concepts, or its words give
+    /// no layout (two clauses in one place).
     pub fn plan(adapter: &Adapter, base: &LoadedModel, prompt: &str, latent: [usize; 2]) -> Result<Option<Self>> {
         let present = adapter.concepts_in(prompt);
-        if adapter.routes.is_empty() || present.len() < 2 {
+        if present.len() < 2 {
             return Ok(None);
         }
         let tokens: Vec<&str> = present.iter().map(|&c| adapter.concepts[c].token.as_str()).collect();

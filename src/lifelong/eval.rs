@@ -137,7 +137,8 @@ pub enum Drawer<'a> {
 
 impl Drawer<'_> {
     fn of(learner: &Learner, method: Method) -> Result<Drawer<'_>> {
-        Ok(if method == Method::Routed { Drawer::PerPrompt(learner) } else { Drawer::One(Box::new(learner.pipeline()?)) })
+        // Shared adapters draw every prompt with the whole state, but compose by region too.
+        Ok(if method == Method::Routed || method.keeps_memory() { Drawer::PerPrompt(learner) } else { Drawer::One(Box::new(learner.pipeline()?)) })
     }
 
     /// The composing drawer of a routed learner when `compose` asks for it.
