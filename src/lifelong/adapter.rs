@@ -147,6 +147,14 @@ fn visit<'a>(prefix: String, transformers: &'a mut [Transformer2DModel], out: &m
     }
 }
 
+/// A fresh LoRA `A` (`[d_in, rank]`) as PEFT initialises it: `kaiming_uniform_(a=sqrt(5))` on
+/// `[rank, in]`, which is U(-1/sqrt(in), 1/sqrt(in)).
+pub(super) fn lora_down(d_in: usize, rank: usize, rng: &mut Rng, device: &Device) -> Tensor<2> {
+    let bound = 1.0 / (d_in as f32).sqrt();
+    let a: Vec<f32> = (0..d_in * rank).map(|_| (rng.uniform() as f32 * 2.0 - 1.0) * bound).collect();
+    Tensor::from_data(TensorData::new(a, [d_in, rank]), device)
+}
+
 /// The trainable state. `down[i]`/`up[i]` belong to `sites[i]`; `embeddings[j]` (`[1, hidden]`)
 /// to `concepts[j]`. On an autodiff device the tensors are leaves that require gradients.
 #[derive(Debug, Clone)]
@@ -177,10 +185,7 @@ impl Adapter {
         for (path, block) in transformer_blocks(unet) {
             for &target in &config.targets {
                 let [d_in, d_out] = target.linear(block).weight.dims();
-                // kaiming_uniform_(a=sqrt(5)) on [r, in] is U(-1/sqrt(in), 1/sqrt(in)).
-                let bound = 1.0 / (d_in as f32).sqrt();
-                let a: Vec<f32> = (0..d_in * config.rank).map(|_| (rng.uniform() as f32 * 2.0 - 1.0) * bound).collect();
-                down.push(leaf(Tensor::from_data(TensorData::new(a, [d_in, config.rank]), device)));
+                down.push(leaf(lora_down(d_in, config.rank, &mut rng, device)));
                 up.push(leaf(Tensor::<2>::zeros([config.rank, d_out], device)));
                 sites.push(format!("{path}.{}", target.key()));
             }

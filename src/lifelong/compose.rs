@@ -1,9 +1,10 @@
 //! Regional composition of concepts, for prompts that name two or more concepts of an adapter
 //! (routed: each region's model carries its concept's block alone; shared, as L2DM's: the whole
-//! adapter, each region with its own one-concept clause, since session 24). Summed, the concepts' LoRA blocks act on the whole image, so in "a <a> to the
-//! left of a <b>" both objects come out in one concept's look; and a block alone, given the whole
-//! two-object prompt, draws world objects in neither look (both measured: README, "Lessons"): a
-//! block was taught on one-object prompts only.
+//! adapter, each region with its own one-concept clause, since session 24). Summed, the
+//! concepts' LoRA blocks act on the whole image, so in "a <a> to the left of a <b>" both objects
+//! come out in one concept's look; and a block alone, given the whole two-object prompt, draws
+//! world objects in neither look (both measured: README, "Lessons"): a block was taught on
+//! one-object prompts only.
 //!
 //! So the prompt is split into one clause per concept, and the image into one region per clause,
 //! laid out by the prompt's own words: a relation between two concepts ("to the left of",

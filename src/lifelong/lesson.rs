@@ -9,8 +9,7 @@
 use burn::prelude::*;
 
 use super::adam::Adam;
-pub use super::schedule::{candidate_steps, lr_factor};
-use super::schedule::ema_update;
+use super::schedule::{candidate_steps, ema_update, lr_factor};
 use super::adapter::Adapter;
 use super::null_space::Guard;
 use super::protect::{distill_targets, ewc_penalty, orthogonality, unconditional_anchor, Elastic};
@@ -179,7 +178,6 @@ pub struct LessonReport {
     pub protected: Option<(usize, usize)>,
 }
 
-
 /// Mean squared error per example `[b]`.
 pub(super) fn mse_per_example(a: Tensor<4>, b: Tensor<4>) -> Tensor<1> {
     let [n, ..] = a.dims();
@@ -277,8 +275,6 @@ pub fn teach(
     }
     Ok(LessonReport { steps: options.steps, first_loss: first, last_loss: last, elastic: elastic.weights(options), candidates, kept_step: options.steps, scores: Vec::new(), init_words: Vec::new(), refined: None, protected: None })
 }
-
-
 
 #[allow(clippy::too_many_arguments)]
 fn step_loss(

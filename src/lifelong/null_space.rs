@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use burn::prelude::*;
 
-use super::adapter::{leaf, Adapter};
+use super::adapter::{leaf, lora_down, Adapter};
 use super::learner::Learner;
 use super::lesson::{LessonOptions, Trainer};
 use crate::error::{Error, Result};
@@ -59,13 +59,13 @@ pub fn prepare(trainer: &Trainer, adapter: &Adapter, prompts: &[String], (rank, 
     let features = hidden_states(trainer, adapter, prompts)?;
     let d = trainer.model.text_encoder.token_embedding.val().dims()[1];
     let basis = protected_basis(&features, d, ENERGY)?;
-    let k = basis.len() / d.max(1);
+    let k = basis.dims()[1];
     let device = &trainer.device;
     let (grown, block) = if adapter.concepts.is_empty() { (adapter.frozen(device), 0..adapter.config.rank) } else { grow(adapter, rank, image_sites, seed, device) };
     let total = grown.config.rank;
     let ones = |r: &Range<usize>| (0..total).map(|i| if r.contains(&i) { 1.0 } else { 0.0 }).collect::<Vec<f32>>();
     let guard = Guard {
-        basis: Tensor::from_data(TensorData::new(basis.iter().map(|&v| v as f32).collect::<Vec<_>>(), [d, k]), device),
+        basis,
         column: Tensor::from_data(TensorData::new(ones(&block), [1, total]), device),
         row: Tensor::from_data(TensorData::new(ones(&block), [total, 1]), device),
         text_sites: grown.sites.iter().map(|s| reads_text(s)).collect(),
@@ -94,10 +94,10 @@ pub(super) fn student(learner: &Learner, options: &LessonOptions) -> Result<(Ada
     Ok((student, Some(guard)))
 }
 
-
-/// `adapter` with `rank` more rows: the new block's `A` Kaiming-uniform on the text sites (and
-/// with `image_sites` everywhere; zero elsewhere), `B` zero, so the grown state is the same model. Alpha grows with the rank so every
-/// block keeps the scale `alpha / rank` it was trained with.
+/// `adapter` with `rank` more rows: the new block's `A` initialised as PEFT does on the text
+/// sites (and with `image_sites` everywhere; zero elsewhere), `B` zero, so the grown state is the
+/// same model. Alpha grows with the rank so every block keeps the scale `alpha / rank` it was
+/// trained with.
 fn grow(adapter: &Adapter, rank: usize, image_sites: bool, seed: u64, device: &Device) -> (Adapter, Range<usize>) {
     let old = adapter.frozen(device);
     let mut rng = Rng::new(seed ^ 0x9A11);
@@ -107,9 +107,10 @@ fn grow(adapter: &Adapter, rank: usize, image_sites: bool, seed: u64, device: &D
     for ((a, b), site) in old.down.iter().zip(&old.up).zip(&old.sites) {
         let [d_in, _] = a.dims();
         let [_, d_out] = b.dims();
-        let bound = if image_sites || reads_text(site) { 1.0 / (d_in as f32).sqrt() } else { 0.0 };
-        let fresh: Vec<f32> = (0..d_in * rank).map(|_| (rng.uniform() as f32 * 2.0 - 1.0) * bound).collect();
-        down.push(Tensor::cat(vec![a.clone(), Tensor::from_data(TensorData::new(fresh, [d_in, rank]), device)], 1));
+        // Drawn for every site, so the text sites' draws do not depend on `image_sites`.
+        let fresh = lora_down(d_in, rank, &mut rng, device);
+        let fresh = if image_sites || reads_text(site) { fresh } else { fresh.zeros_like() };
+        down.push(Tensor::cat(vec![a.clone(), fresh], 1));
         up.push(Tensor::cat(vec![b.clone(), Tensor::zeros([rank, d_out], device)], 0));
     }
     let mut config = old.config.clone();
@@ -196,8 +197,8 @@ fn hidden_states(trainer: &Trainer, adapter: &Adapter, prompts: &[String]) -> Re
 }
 
 /// The eigenvectors of `H^T H` (`features` rows `[N, d]`) with the largest eigenvalues, enough to
-/// hold `energy` of its trace, as a row-major `[d, k]` list.
-fn protected_basis(features: &Tensor<2>, d: usize, energy: f64) -> Result<Vec<f64>> {
+/// hold `energy` of its trace, as the columns of a `[d, k]` tensor on the features' device.
+fn protected_basis(features: &Tensor<2>, d: usize, energy: f64) -> Result<Tensor<2>> {
     let gram = features.clone().transpose().matmul(features.clone());
     let values: Vec<f32> = gram.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| Error::InvalidInput(format!("reading text features: {e:?}")))?;
     let gram: Vec<f64> = values.into_iter().map(f64::from).collect();
@@ -214,13 +215,13 @@ fn protected_basis(features: &Tensor<2>, d: usize, energy: f64) -> Result<Vec<f6
         kept.push(j);
     }
     let k = kept.len();
-    let mut basis = vec![0.0; d * k];
+    let mut basis = vec![0.0f32; d * k];
     for (c, &j) in kept.iter().enumerate() {
         for r in 0..d {
-            basis[r * k + c] = vectors[r * d + j];
+            basis[r * k + c] = vectors[r * d + j] as f32;
         }
     }
-    Ok(basis)
+    Ok(Tensor::from_data(TensorData::new(basis, [d, k]), &features.device()))
 }
 
 /// Eigenvalues and eigenvectors (columns of the row-major `[d, d]` result) of a symmetric
@@ -304,8 +305,7 @@ mod tests {
         }).collect();
         let features = Tensor::<2>::from_data(TensorData::new(rows, [40, 6]), &device);
         let basis = protected_basis(&features, 6, 0.999_999).expect("basis");
-        assert_eq!(basis.len() / 6, 2, "two directions hold all the energy");
-        let basis = Tensor::<2>::from_data(TensorData::new(basis.iter().map(|&v| v as f32).collect::<Vec<_>>(), [6, 2]), &device);
+        assert_eq!(basis.dims(), [6, 2], "two directions hold all the energy");
         // Projecting the features off the basis leaves nothing; an outside direction keeps most of itself.
         let left = features.clone() - features.matmul(basis.clone()).matmul(basis.clone().transpose());
         assert!(left.abs().max().into_scalar::<f32>() < 1e-4);
