@@ -11,6 +11,7 @@
 #   tools/train.sh                       # all defaults; extra arguments go to train_unet.py
 #   N=200000 STEPS=300000 tools/train.sh --max-minutes 60
 #   DEC_STEPS=3000 tools/train.sh        # also fine-tune the VAE decoder alone (latents unchanged)
+#   CODEC_MIX=0.4                        # ... with 40% of its batches generic scenes (tools/codec_shapes.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-/root/.cache/ld-venv/bin/python}
@@ -51,7 +52,7 @@ elif [ ! -f "$C/vae/config.json" ] && [ -f "$BUILTIN/vae/config.json" ]; then
 fi
 echo "== VAE + latent cache"
 "$PY" tools/train_vae.py --data "$DATA" --out "$C/vae" --latents "$C/latents-seed$SEED-n$N.npy" --steps "$VAE_STEPS" \
-  --finetune-decoder "$DEC_STEPS"
+  --finetune-decoder "$DEC_STEPS" --codec-mix "${CODEC_MIX:-0}"
 
 echo "== text encoder + UNet"
 "$PY" tools/train_unet.py --data "$DATA" --latents "$C/latents-seed$SEED-n$N.npy" --vae "$C/vae" \

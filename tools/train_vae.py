@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+import codec_shapes
 from common import WorldData, atomic_torch_save, log, setup_torch, vae_config
 
 torch = setup_torch()
@@ -101,10 +102,12 @@ def train(data, out, steps, batch, lr, seed, crop, crop_steps, full_batch, objec
     return vae
 
 
-def finetune_decoder(data, out, steps, batch, lr, seed, object_weight=10.0):
+def finetune_decoder(data, out, steps, batch, lr, seed, object_weight=10.0, codec_mix=0.0):
     """Trains only post_quant_conv + decoder of a finished VAE on whole images: the encoder, the latent
     space, the latent cache and the scaling factor stay as they are, so a UNet trained on them is
-    unaffected. Resumable (OUT.dec.ckpt.pt); the total is recorded in OUT/stats.json."""
+    unaffected. `codec_mix` of each batch are generic scenes (codec_shapes.py: random outlines,
+    two-colour fills) so that the decoder carries what a lesson may teach. Resumable
+    (OUT.dec.ckpt.pt); the total is recorded in OUT/stats.json."""
     out = Path(out)
     stats = json.loads((out / "stats.json").read_text()) if (out / "stats.json").exists() else {}
     done = stats.get("decoder_finetune_steps", 0)
@@ -125,9 +128,14 @@ def finetune_decoder(data, out, steps, batch, lr, seed, object_weight=10.0):
         vae.load_state_dict(ck["vae"]); opt.load_state_dict(ck["opt"]); step = ck["step"]; rng = ck["rng"]
         log(f"decoder: resumed at step {step}")
     vae.encoder.eval(); vae.decoder.train()
-    t0, last_save = time.time(), time.time()
+    t0, last_save, start = time.time(), time.time(), step
     while step < steps:
-        x = to_tensor(data.images[np.sort(rng.choice(data.n, batch, replace=False))])
+        # Cosine decay to a tenth over this call's steps (a resumed call restarts it at `lr`).
+        for g in opt.param_groups:
+            g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * (step - start) / max(steps - start, 1))))
+        generic = int(round(codec_mix * batch))
+        x = data.images[np.sort(rng.choice(data.n, batch - generic, replace=False))]
+        x = to_tensor(np.concatenate([x, codec_shapes.batch(rng, generic)]) if generic else x)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean
         rec = vae.decode(z).sample
@@ -144,7 +152,7 @@ def finetune_decoder(data, out, steps, batch, lr, seed, object_weight=10.0):
     x = to_tensor(data.images[-256:])
     with torch.no_grad():
         err = ((vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1) - x).abs() * 127.5).mean().item()
-    stats.update(decoder_finetune_steps=step, recon_mae_u8=err)
+    stats.update(decoder_finetune_steps=step, recon_mae_u8=err, decoder_codec_mix=codec_mix)
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     log(f"decoder: fine-tuned to step {step}; reconstruction MAE {err:.2f}/255")
 
@@ -181,6 +189,9 @@ def main():
     p.add_argument("--kl", type=float, default=1e-5, help="KL weight")
     p.add_argument("--finetune-decoder", type=int, default=0, metavar="STEPS",
                    help="then fine-tune the decoder alone to this many steps in total (latents unchanged)")
+    p.add_argument("--codec-mix", type=float, default=0.0,
+                   help="share of each decoder fine-tuning batch drawn from codec_shapes.py's generic scenes")
+    p.add_argument("--decoder-lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args()
     data = WorldData(a.data)
@@ -203,7 +214,7 @@ def main():
                                                     "recon_mae_u8": err, "n": data.n}, indent=2))
         log(f"latents: std {std:.4f} -> scaling_factor {1/std:.4f}; reconstruction MAE {err:.2f}/255")
     if a.finetune_decoder:
-        finetune_decoder(data, out, a.finetune_decoder, a.full_batch, 5e-4, a.seed, a.object_weight)
+        finetune_decoder(data, out, a.finetune_decoder, a.full_batch, a.decoder_lr, a.seed, a.object_weight, a.codec_mix)
 
 
 if __name__ == "__main__":

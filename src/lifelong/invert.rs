@@ -15,8 +15,10 @@
 //! and 88% identified against 100, 88 and 100) while halves went from 12 to 62%. So a lesson
 //! refines only when the round trip visibly loses its pictures: when more than
 //! [`REFINE_FROM`] of their pixels come back more than [`FAR`] away. On the built-in model's
-//! teaching pictures that share is 2.2-4.6% for halves (mean 3.5%) and 0.2-3.2% for the seven
-//! flat concepts (means 0.8-1.7%).
+//! teaching pictures that share was 2.2-4.6% for halves (mean 3.5%) and 0.2-3.2% for the seven
+//! flat concepts (means 0.8-1.7%). Since its decoder learnt two-colour fills (2026-11-28,
+//! tools/codec_shapes.py) halves come back too (1.1% on the test's four pictures) and thin
+//! stripes are what it still loses (4.2%).
 //!
 //! This is the decoder-side inversion of GAN inversion (optimising a code so the generator
 //! reproduces an image; Zhu et al. 2016, "Generative Visual Manipulation", sec. 3.1), started from
