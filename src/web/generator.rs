@@ -95,9 +95,10 @@ pub struct Generator {
     /// The model as loaded, without concepts: `useConcepts` installs a store's state on a copy.
     base: Rc<RefCell<Option<LoadedModel>>>,
     pipeline: Rc<RefCell<Option<Rc<Pipeline>>>>,
-    /// A routed store's adapter (on the CPU) and the concepts the current pipeline has installed:
-    /// each prompt generates with the blocks of the concepts it names.
-    routed: Rc<RefCell<Option<(Adapter, Vec<usize>)>>>,
+    /// The current store version's adapter (on the CPU) and, for a routed store, the concepts the
+    /// current pipeline has installed: each prompt generates with the blocks of the concepts it
+    /// names. A shared adapter is installed whole; it is kept to compose concepts by region.
+    stored: Rc<RefCell<Option<(Adapter, Vec<usize>)>>>,
     /// The last composition planned and its prompt: drawing the same prompt again (a new seed,
     /// more steps) reuses it rather than merging each concept's block into a copy of the UNet
     /// again. Cleared with the model or the concepts it was planned on.
@@ -119,7 +120,7 @@ impl Generator {
             return Err(WebError::NoWebGpu("navigator.gpu is missing".into()).into());
         }
         let device = Device::wgpu_options().init_async().await.map_err(|e| WebError::NoWebGpu(e.to_string()))?;
-        Ok(Generator { device, base: Rc::default(), pipeline: Rc::default(), routed: Rc::default(), composed: Rc::default(), busy: Rc::default(), lost: Rc::default() })
+        Ok(Generator { device, base: Rc::default(), pipeline: Rc::default(), stored: Rc::default(), composed: Rc::default(), busy: Rc::default(), lost: Rc::default() })
     }
 
     /// Loads a diffusers pipeline from `files` (a `Map` of relative path -> `Uint8Array`, e.g.
@@ -132,7 +133,7 @@ impl Generator {
         let files = memory_files(&name, &files)?;
         // Drop the old model first: two models at once may not fit the adapter's memory.
         self.pipeline.replace(None);
-        self.routed.replace(None);
+        self.stored.replace(None);
         self.composed.replace(None);
         self.base.replace(None);
         let model = loader::load(&files, &self.device).map_err(WebError::Model)?;
@@ -148,14 +149,14 @@ impl Generator {
     /// `on_progress({ step, total, timestep, msPerStep, preview, previewWidth, previewHeight })`
     /// is called after every step (`preview`: RGBA `Uint8ClampedArray` at latent resolution).
     /// Resolves to `{ rgba, png, width, height, warnings, regions, msPerStep, totalMs }`
-    /// (`regions`: for a composed prompt, two or more routed concepts or a relation of two plain
+    /// (`regions`: for a composed prompt, two or more of the store's concepts or a relation of two plain
     /// objects, the clause each region was drawn from).
     pub fn generate(&self, options_json: String, on_progress: Function) -> js_sys::Promise {
         let this = self.handle();
         wasm_bindgen_futures::future_to_promise(async move {
             this.check_usable()?;
             let (mut options, guidance, compose) = Options::parse(&options_json)?;
-            options.guidance = state::guidance_for(this.routed.borrow().as_ref().map(|(a, _)| a), &options.prompt, guidance, options.guidance);
+            options.guidance = state::guidance_for(this.stored.borrow().as_ref().map(|(a, _)| a), &options.prompt, guidance, options.guidance);
             if this.pipeline.borrow().is_none() {
                 return Err(WebError::NoModel.into());
             }
@@ -190,7 +191,7 @@ impl Generator {
             let mut model = this.base.borrow().clone().ok_or(WebError::NoModel)?;
             let manifest = store.read_manifest().await?;
             let mut tokens = Vec::new();
-            this.routed.replace(None);
+            this.stored.replace(None);
             this.composed.replace(None);
             if manifest.current.is_some() {
                 let (entry, blobs) = store.load(None).await?;
@@ -199,9 +200,8 @@ impl Generator {
                 let adapter = state::stored_adapter(&mut model, &entry.concepts, &blobs, &Device::flex()).map_err(WebError::Model)?;
                 if let Some(adapter) = adapter {
                     state::install_for(&mut model, &adapter, "").map_err(WebError::Model)?;
-                    if let Some(key) = state::route_key(&adapter, "") {
-                        this.routed.replace(Some((adapter, key)));
-                    }
+                    let key = state::route_key(&adapter, "").unwrap_or_default();
+                    this.stored.replace(Some((adapter, key)));
                 }
                 tokens = entry.concepts.iter().map(|c| JsValue::from_str(&c.token)).collect();
             }
@@ -223,7 +223,7 @@ impl Generator {
             device: self.device.clone(),
             base: self.base.clone(),
             pipeline: self.pipeline.clone(),
-            routed: self.routed.clone(),
+            stored: self.stored.clone(),
             composed: self.composed.clone(),
             busy: self.busy.clone(),
             lost: self.lost.clone(),
@@ -233,9 +233,10 @@ impl Generator {
     /// With a routed store, reinstalls the concepts `prompt` names when they differ from the
     /// installed ones (a copy of the base model with those blocks merged).
     fn route(&self, prompt: &str) -> Result<(), WebError> {
-        let mut routed = self.routed.borrow_mut();
-        let Some((adapter, installed)) = routed.as_mut() else { return Ok(()) };
-        let key = state::route_key(adapter, prompt).unwrap_or_default();
+        let mut stored = self.stored.borrow_mut();
+        let Some((adapter, installed)) = stored.as_mut() else { return Ok(()) };
+        // A shared adapter stays installed whole for every prompt.
+        let Some(key) = state::route_key(adapter, prompt) else { return Ok(()) };
         if key == *installed {
             return Ok(());
         }
@@ -246,8 +247,9 @@ impl Generator {
         Ok(())
     }
 
-    /// With a routed store and a prompt naming two or more of its concepts, their composition by
-    /// region (src/lifelong/compose.rs), as the CLI's `generate --store` draws them; else, for a
+    /// With a store and a prompt naming two or more of its concepts (routed blocks or a shared
+    /// adapter), their composition by region (src/lifelong/compose.rs), as the CLI's `generate
+    /// --store` draws them; else, for a
     /// relation prompt of two plain objects, theirs when `objects` asks or (absent) the model is a
     /// shapes-world one, as `generate` decides.
     fn compose(&self, pipeline: &Pipeline, prompt: &str, objects: Option<bool>) -> Result<Option<Composer>, WebError> {
@@ -258,9 +260,9 @@ impl Generator {
             }
         }
         let [_, h, w] = pipeline.latent_shape();
-        let routed = self.routed.borrow();
+        let stored = self.stored.borrow();
         let base = self.base.borrow();
-        let composer = match (routed.as_ref(), base.as_ref()) {
+        let composer = match (stored.as_ref(), base.as_ref()) {
             (Some((adapter, _)), Some(base)) if adapter.concepts_in(prompt).len() >= 2 => Composer::plan(adapter, base, prompt, [h, w]).map_err(WebError::Model)?,
             _ if objects.unwrap_or_else(|| composes_objects_by_default(&pipeline.model)) => {
                 Composer::plan_objects(&pipeline.model, prompt, [h, w]).map_err(WebError::Model)?
