@@ -33,7 +33,7 @@ def _outline(rng, cx, cy, r):
     return [(cx + a * np.cos(t), cy + a * np.sin(t)) for a, t in zip(rad, ang)]
 
 
-def _pattern(rng, colors, box):
+def _pattern(rng, box):
     """Per-supersampled-pixel colour index (0 or 1) over `box` (x0, y0, x1, y1) in supersampled px."""
     x0, y0, x1, y1 = box
     ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5
@@ -66,7 +66,7 @@ def _object(rng, canvas, bg):
     second = second[int(rng.integers(len(second)))]
     box = (int(cx - span / 2), int(cy - span / 2), int(cx + span / 2) + 1, int(cy + span / 2) + 1)
     box = (max(box[0], 0), max(box[1], 0), min(box[2], SIZE * SUPER), min(box[3], SIZE * SUPER))
-    idx = _pattern(rng, (first, second), box)
+    idx = _pattern(rng, box)
     region = canvas[box[1]:box[3], box[0]:box[2]]
     m = mask[box[1]:box[3], box[0]:box[2]]
     region[m & (idx == 0)] = first

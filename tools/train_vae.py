@@ -39,6 +39,11 @@ def recon_loss(rec, x, object_weight):
     return (object_weights(x, object_weight) * ((rec - x).abs() + (rec - x) ** 2)).mean()
 
 
+def cosine_factor(done, total):
+    """The learning rate's factor after `done` of `total` steps: a cosine from 1 down to a tenth."""
+    return 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * done / max(total, 1)))
+
+
 def optimizer_step(opt, loss, params):
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -86,7 +91,7 @@ def train(data, out, steps, batch, lr, seed, crop, crop_steps, full_batch, objec
         if not full and crop < x.shape[-1]:  # the VAE is convolutional: crops train it 4x cheaper
             x = object_crops(x, crop, rng)
         for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps)))
+            g["lr"] = lr * min(1.0, (step + 1) / 100) * cosine_factor(step, steps)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         l_rec = recon_loss(rec, x, object_weight)
@@ -130,9 +135,9 @@ def finetune_decoder(data, out, steps, batch, lr, seed, object_weight=10.0, code
     vae.encoder.eval(); vae.decoder.train()
     t0, last_save, start = time.time(), time.time(), step
     while step < steps:
-        # Cosine decay to a tenth over this call's steps (a resumed call restarts it at `lr`).
+        # Decays over this call's steps (a resumed call restarts it at `lr`).
         for g in opt.param_groups:
-            g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * (step - start) / max(steps - start, 1))))
+            g["lr"] = lr * cosine_factor(step - start, steps - start)
         generic = int(round(codec_mix * batch))
         x = data.images[np.sort(rng.choice(data.n, batch - generic, replace=False))]
         x = to_tensor(np.concatenate([x, codec_shapes.batch(rng, generic)]) if generic else x)
