@@ -154,6 +154,10 @@ pub struct EvalLifelongArgs {
     /// Guidance of the prompts that name routed concepts (the generation's default for them).
     #[arg(long, default_value_t = lifelong_diffusion::lifelong::state::ROUTED_GUIDANCE)]
     pub routed_guidance: f32,
+    /// How many times a composed two-concept prompt draws each concept's region, keeping the
+    /// drawing closest to the concept's lesson pictures (`generate --tries`); 1 draws once.
+    #[arg(long, default_value_t = lifelong_diffusion::lifelong::compose::TRIES as u64, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub tries: u64,
     /// Write the teaching pictures, the final identification probes and the two-concept images of
     /// every row as PNGs into this folder.
     #[arg(long)]
@@ -177,6 +181,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
         steps: args.sampling.steps,
         guidance: args.sampling.guidance,
         routed_guidance: args.routed_guidance,
+        tries: args.tries as usize,
         seed: args.sampling.seed,
         keep_samples: args.dump.is_some(),
         adapter: AdapterConfig { rank: args.rank, alpha: args.rank as f32, targets: parse_targets(&args.targets)? },
@@ -234,7 +239,7 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
     print!("{}", table(&rows));
     println!("base model: {} of plain single-object prompts with colour and shape right", lifelong_diffusion::lifelong::eval::percent(base_figure));
     println!("VAE ceiling: {ceiling_line}");
-    println!("{}", serde_json::json!({ "eval": "lifelong", "base_model_prompts": base_figure, "vae_ceiling": ceiling, "concepts": taught.iter().map(|c| c.name).collect::<Vec<_>>(), "lesson_steps": args.lesson_steps, "probes": args.probes, "pairs": args.pairs, "rows": rows }));
+    println!("{}", serde_json::json!({ "eval": "lifelong", "base_model_prompts": base_figure, "vae_ceiling": ceiling, "concepts": taught.iter().map(|c| c.name).collect::<Vec<_>>(), "lesson_steps": args.lesson_steps, "tries": args.tries, "probes": args.probes, "pairs": args.pairs, "rows": rows }));
     Ok(())
 }
 

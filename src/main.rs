@@ -167,6 +167,11 @@ struct GenerateArgs {
     /// Draw relation prompts whole (the model alone places the objects).
     #[arg(long, overrides_with = "compose")]
     no_compose: bool,
+    /// How many times a composed prompt draws each learned concept's region (from different
+    /// noise), keeping the drawing that looks most like the concept's lesson pictures; 1 draws
+    /// each region once (faster). Concepts taught before looks were kept draw once.
+    #[arg(long, default_value_t = compose::TRIES as u64, value_parser = clap::value_parser!(u64).range(1..=16))]
+    tries: u64,
     #[command(flatten)]
     tuning: AttendArgs,
     /// Orthogonal attention's edit on prompts with two or more subjects: each subject's words
@@ -236,7 +241,10 @@ fn generate(args: GenerateArgs) -> Result<()> {
     bar.set_message(format!("{backend:?}"));
     let start = std::time::Instant::now();
     // `--no-attend` turns the whole artist off: for routed concepts the composition by region too.
-    let composer = applied.composer.filter(|_| !args.no_attend);
+    let composer = applied.composer.filter(|_| !args.no_attend).map(|mut c| {
+        c.tries = args.tries as usize;
+        c
+    });
     let compose_objects = args.compose || (!args.no_compose && compose::composes_objects_by_default(&pipeline.model));
     let composer = match composer {
         None if compose_objects => {

@@ -481,3 +481,71 @@ fn private_steps_draw_each_region_from_its_own_concept_alone() {
     assert!(gap(&private_two, &private_three) < 1e-3, "private steps: the left region is <one>'s alone");
     assert!(gap(&shared_two, &shared_three) > 1e-3, "shared latents: the right region's concept reaches the left");
 }
+
+/// A lesson keeps its pictures' looks (a silhouette and a colour each) with the concept, the store
+/// carries them, and a composition keeps, per region, the drawing that matches them best
+/// (`Composer::tries`); a store from before looks were kept composes as before, one drawing each.
+#[test]
+fn a_composition_keeps_each_concepts_drawing_closest_to_its_looks() {
+    use lifelong_diffusion::lifelong::selfcheck::signature;
+    use lifelong_diffusion::pipeline::image_to_rgb8;
+    let mut l = learner();
+    let options = LessonOptions { steps: 2, lr_lora: 1e-2, ..LessonOptions::default() };
+    let (one, two) = (picture(4, 4), picture(30, 20));
+    l.lesson("one", &[one.clone(), picture(40, 40)], Method::Routed, &options, &MemoryOptions::default(), &mut |_| {}).expect("lesson one");
+    l.lesson("two", std::slice::from_ref(&two), Method::Routed, &options, &MemoryOptions::default(), &mut |_| {}).expect("lesson two");
+    let looks: Vec<usize> = l.adapter.concepts.iter().map(|c| c.looks.len()).collect();
+    assert_eq!(looks, [2, 1], "one look per picture");
+
+    let (concepts, blobs) = state::save(&l, &[], 1).expect("save");
+    let mut back = learner();
+    state::load(&mut back, &concepts, &blobs).expect("load");
+    assert_eq!(back.adapter.concepts, l.adapter.concepts, "the looks come back from the store");
+
+    let prompt = "a <one> to the left of a <two>";
+    let [_, h, w] = l.pipeline_for(prompt).expect("pipeline").latent_shape();
+    let mut composer = Composer::plan(&back.adapter, &back.base, prompt, [h, w]).expect("plan").expect("composes");
+    composer.tries = 3;
+    let total = 4;
+    let sampler = || Ok(lifelong_diffusion::scheduler::create(&back.base.scheduler_config, None, total)?);
+    // The first drawing of each region starts from zeros, the others from constants 10, 20
+    // (region one) and 30, 40 (region two): constant latents stay constant in any region's view.
+    let mut next = 0.0;
+    let mut noise = || {
+        next += 10.0;
+        Tensor::<4>::full([1, 4, h, w], next, &Device::flex())
+    };
+    let zeros = Tensor::<4>::zeros([1, 4, h, w], &Device::flex());
+    let mut views = composer.private_views(&zeros, total, &sampler, &mut noise).expect("views").expect("private steps");
+    assert!(composer.to_choose(&views, total - 1).is_none(), "nothing to choose before the last step");
+    let drawings = composer.to_choose(&views, total).expect("three drawings a region");
+    assert_eq!(drawings.len(), 6);
+    let rgb = |p: &lifelong_diffusion::lifelong::learner::Picture| image_to_rgb8(&p.image).expect("rgb");
+    let blank = vec![25u8; 3 * 64 * 64];
+    assert!(signature(&blank, 64, 64).is_none());
+    // Region one's third drawing shows its lesson picture, region two's first shows its own.
+    let shown = [blank.clone(), blank.clone(), rgb(&one), rgb(&two), blank.clone(), blank];
+    let image = values(composer.choose(&mut views, &shown, 64, 64));
+    let at = |x: usize| image[(h / 2) * w + x];
+    eprintln!("chosen image, middle row: left {} right {}", at(0), at(w - 1));
+    assert!((at(0) - 20.0).abs() < 1e-3, "region one keeps its third drawing: {}", at(0));
+    assert!(at(w - 1).abs() < 1e-3, "region two keeps its first drawing: {}", at(w - 1));
+    assert!(composer.to_choose(&views, total).is_none(), "chosen once");
+
+    // A store written before looks were kept: no looks, one drawing a region.
+    let old = lifelong_diffusion::lifelong::store::StateBlobs { adapter: blobs.adapter.iter().filter(|t| !t.name.ends_with(".looks")).cloned().collect(), memories: blobs.memories.clone() };
+    let mut older = learner();
+    state::load(&mut older, &concepts, &old).expect("load an older store");
+    assert!(older.adapter.concepts.iter().all(|c| c.looks.is_empty()));
+    let composer = Composer::plan(&older.adapter, &older.base, prompt, [h, w]).expect("plan").expect("composes");
+    let views = composer.private_views(&zeros, total, &sampler, &mut noise).expect("views").expect("private steps");
+    assert!(composer.to_choose(&views, total).is_none(), "nothing to choose without looks");
+
+    // And a whole generation with the choice runs to a finite image.
+    let pipeline = l.pipeline_for(prompt).expect("pipeline");
+    let mut composer = Composer::plan(&l.adapter, &l.base, prompt, [h, w]).expect("plan");
+    composer.as_mut().expect("composes").tries = 2;
+    let options = lifelong_diffusion::pipeline::GenerateOptions { prompt: prompt.into(), steps: 3, seed: 5, ..Default::default() };
+    let image = pipeline.generate_composed(&options, None, composer, &mut |_| {}).expect("generate").image;
+    assert!(values(image).iter().all(|v| v.is_finite()));
+}

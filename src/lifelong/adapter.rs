@@ -9,6 +9,7 @@ use burn::module::Param;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::selfcheck::Signature;
 use crate::error::{Error, Result};
 use crate::loader::LoadedModel;
 use crate::model::attention::{Attention, BasicTransformerBlock, Transformer2DModel};
@@ -119,6 +120,12 @@ pub struct Concept {
     pub name: String,
     pub token: String,
     pub token_id: i64,
+    /// What its lesson's pictures showed: each picture's subject as a coarse silhouette and a
+    /// mean colour (src/lifelong/selfcheck.rs), not the picture. Composition draws each concept's
+    /// region a few times and keeps the drawing closest to these ([`super::compose::Composer::tries`]);
+    /// empty for concepts stored before they were kept.
+    #[serde(skip)]
+    pub looks: Vec<Signature>,
 }
 
 /// Every transformer block of the UNet with its PEFT module path, in checkpoint order.
@@ -199,7 +206,7 @@ impl Adapter {
         if self.concepts.iter().any(|c| c.name == name || c.token_id == token_id) {
             return Err(Error::InvalidInput(format!("the concept `{name}` already exists; pick another name or remove it first")));
         }
-        self.concepts.push(Concept { name: name.into(), token: token.into(), token_id });
+        self.concepts.push(Concept { name: name.into(), token: token.into(), token_id, looks: Vec::new() });
         self.embeddings.push(leaf(init.detach()));
         Ok(())
     }

@@ -33,6 +33,7 @@
 use burn::prelude::*;
 
 use super::adapter::Adapter;
+use super::selfcheck::{best_drawing, Signature};
 use crate::error::Result;
 use crate::loader::LoadedModel;
 use crate::model::unet::UNet2DConditionModel;
@@ -95,13 +96,15 @@ fn shift_to_center(center: [f32; 2], latent: [usize; 2]) -> [isize; 2] {
 }
 
 /// One concept's part: the UNet with only its block, its clause's text encoding, its region's
-/// weights, and the roll that centres its region.
+/// weights, the roll that centres its region, and its concept's looks (empty for world objects
+/// and for concepts stored without them).
 #[derive(Clone)]
 struct Part {
     unet: UNet2DConditionModel,
     cond: Tensor<3>,
     mask: Tensor<4>,
     shift: [isize; 2],
+    looks: Vec<Signature>,
 }
 
 /// One generation's composition. Cloning shares the parts' weights (a page that draws the same
@@ -113,10 +116,20 @@ pub struct Composer {
     pub clauses: Vec<Clause>,
     /// Share of the steps during which each part denoises latents of its own ([`PrivateViews`]).
     pub private_share: f32,
+    /// How many drawings each concept's part makes from different noise when the parts draw to
+    /// the end on latents of their own; the one whose subject looks most like the concept's
+    /// lesson pictures is kept ([`Concept::looks`](super::adapter::Concept::looks)). A lesson's
+    /// block draws its concept right from some noise and not from other noise (seed 2's
+    /// hourglass block: 7 of 16 noises, with the kept silhouettes matching its pictures 0.50-0.66
+    /// where the misses matched 0.31-0.50; README, "Lessons"). 1 draws each part once.
+    pub tries: usize,
 }
 
 /// [`Composer::private_share`]'s default.
 pub const PRIVATE_SHARE: f32 = 1.0;
+
+/// [`Composer::tries`]' default.
+pub const TRIES: usize = 3;
 
 /// Each part's own latents and sampler for the first steps: MultiDiffusion's bootstrapping
 /// (Bar-Tal et al. 2023, sec. 4.1), which lets each region's object form against a background of
@@ -128,6 +141,9 @@ pub const PRIVATE_SHARE: f32 = 1.0;
 pub struct PrivateViews {
     latents: Vec<Tensor<4>>,
     schedulers: Vec<Box<dyn Scheduler>>,
+    /// Each part's further drawings from other noise, with their samplers ([`Composer::tries`]);
+    /// emptied once one drawing per part is chosen.
+    others: Vec<Vec<(Tensor<4>, Box<dyn Scheduler>)>>,
     /// The steps they run for.
     pub steps: usize,
     /// Whether they run to the end, so that the drawn objects may move apart ([`settle`]).
@@ -145,11 +161,14 @@ impl Composer {
         }
         let tokens: Vec<&str> = present.iter().map(|&c| adapter.concepts[c].token.as_str()).collect();
         let Some(clauses) = layout(prompt, &tokens) else { return Ok(None) };
-        let composer = Self::assemble(clauses, latent, base, |k| {
+        let mut composer = Self::assemble(clauses, latent, base, |k| {
             let mut model = base.clone();
             adapter.routed(&[present[k]]).install(&mut model)?;
             Ok(model)
         })?;
+        for (part, &c) in composer.parts.iter_mut().zip(&present) {
+            part.looks.clone_from(&adapter.concepts[c].looks);
+        }
         Ok(Some(composer))
     }
 
@@ -175,21 +194,32 @@ impl Composer {
             // own encoding already warns when it is truncated.
             let cond = encode_text(&model, &clause.prompt, &device, &mut Vec::new())?;
             let shift = shift_to_center(clause.center, latent);
-            parts.push(Part { unet: model.unet, cond, mask: masks.clone().narrow(0, k, 1), shift });
+            parts.push(Part { unet: model.unet, cond, mask: masks.clone().narrow(0, k, 1), shift, looks: Vec::new() });
         }
-        Ok(Self { parts, clauses, private_share: PRIVATE_SHARE })
+        Ok(Self { parts, clauses, private_share: PRIVATE_SHARE, tries: TRIES })
     }
 
     /// The parts' own latents for the first `private_share` of `total` steps, each the shared
     /// `latents` in its view, each with a fresh sampler from `sampler`; `None` for no such step.
-    pub fn private_views(&self, latents: &Tensor<4>, total: usize, sampler: &dyn Fn() -> Result<Box<dyn Scheduler>>) -> Result<Option<PrivateViews>> {
+    /// When they run to the end, a part with looks also draws `tries - 1` times from fresh noise
+    /// (`noise()`, scaled as the sampler's first latents).
+    pub fn private_views(
+        &self,
+        latents: &Tensor<4>,
+        total: usize,
+        sampler: &dyn Fn() -> Result<Box<dyn Scheduler>>,
+        noise: &mut dyn FnMut() -> Tensor<4>,
+    ) -> Result<Option<PrivateViews>> {
         let steps = (self.private_share.clamp(0.0, 1.0) * total as f32).round() as usize;
         if steps == 0 {
             return Ok(None);
         }
+        let last = steps == total;
         let latents = self.parts.iter().map(|p| roll(latents.clone(), p.shift)).collect();
         let schedulers = self.parts.iter().map(|_| sampler()).collect::<Result<_>>()?;
-        Ok(Some(PrivateViews { latents, schedulers, steps, last: steps == total }))
+        let extra = |p: &Part| if last && !p.looks.is_empty() { self.tries.saturating_sub(1) } else { 0 };
+        let others = self.parts.iter().map(|p| (0..extra(p)).map(|_| Ok((noise(), sampler()?))).collect::<Result<Vec<_>>>()).collect::<Result<_>>()?;
+        Ok(Some(PrivateViews { latents, schedulers, others, steps, last }))
     }
 
     /// Step `i` of every part on its own latents (`guide` turns a UNet output into the guided
@@ -214,12 +244,53 @@ impl Composer {
             let input = views.schedulers[k].scale_model_input(input, i);
             let guided = guide(part.unet.forward(input, t, &part_context(context, &part.cond)));
             let noise = noise.map(|n| roll(n.clone(), part.shift));
+            for (other, scheduler) in &mut views.others[k] {
+                let input = if cfg { Tensor::cat(vec![other.clone(), other.clone()], 0) } else { other.clone() };
+                let out = guide(part.unet.forward(scheduler.scale_model_input(input, i), t, &part_context(context, &part.cond)));
+                *other = scheduler.step(out, i, other.clone(), noise.clone())?;
+            }
             views.latents[k] = views.schedulers[k].step(guided.clone(), i, own, noise)?;
             let mask = part.mask.clone().cast(guided.dtype());
             prediction = prediction + unroll(guided, part.shift) * mask.clone();
             image = image + unroll(views.latents[k].clone(), part.shift) * mask;
         }
         Ok((prediction, image))
+    }
+
+    /// Every part's drawings when there is a choice to make: after the last step, each part with
+    /// more than one drawing gives all of them (its first, then the others), in part order; the
+    /// caller decodes them, reads them back and hands their pixels to [`Composer::choose`].
+    pub fn to_choose(&self, views: &PrivateViews, done: usize) -> Option<Vec<Tensor<4>>> {
+        let ready = views.last && done >= views.steps && views.others.iter().any(|o| !o.is_empty());
+        ready.then(|| views.latents.iter().zip(&views.others).flat_map(|(first, others)| std::iter::once(first.clone()).chain(others.iter().map(|(l, _)| l.clone()))).collect())
+    }
+
+    /// Keeps each part's drawing whose subject best matches its concept's looks, given
+    /// [`Composer::to_choose`]'s drawings decoded to interleaved RGB (`width` x `height`, in its
+    /// order); returns the image blended from the kept drawings. Once: the other drawings are
+    /// dropped.
+    pub fn choose(&self, views: &mut PrivateViews, drawings: &[Vec<u8>], width: usize, height: usize) -> Tensor<4> {
+        let mut at = 0;
+        for (k, part) in self.parts.iter().enumerate() {
+            let others = std::mem::take(&mut views.others[k]);
+            let n = 1 + others.len();
+            let Some(mine) = drawings.get(at..at + n) else { break };
+            at += n;
+            let best = best_drawing(mine, width, height, &part.looks);
+            if let Some((latents, _)) = best.checked_sub(1).and_then(|j| others.into_iter().nth(j)) {
+                views.latents[k] = latents;
+            }
+        }
+        self.blend(&views.latents)
+    }
+
+    /// The image from the parts' latents (each in its view): each region from its part.
+    fn blend(&self, latents: &[Tensor<4>]) -> Tensor<4> {
+        let mut image = latents[0].zeros_like();
+        for (part, own) in self.parts.iter().zip(latents) {
+            image = image + unroll(own.clone(), part.shift) * part.mask.clone().cast(own.dtype());
+        }
+        image
     }
 
     /// The parts' finished latents when their objects may still move apart ([`settle`]): the

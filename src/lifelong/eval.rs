@@ -39,6 +39,8 @@ pub struct LifelongEvalOptions {
     /// Guidance of the prompts that name routed concepts (`generate`'s default for them:
     /// [`super::state::ROUTED_GUIDANCE`]).
     pub routed_guidance: f32,
+    /// [`Composer::tries`] of composed prompts.
+    pub tries: usize,
     pub seed: u64,
     pub adapter: AdapterConfig,
     /// Keep every teaching picture and final probe image in [`Row::samples`] (for looking at them).
@@ -168,7 +170,10 @@ fn generate_rgb(drawer: &Drawer, prompt: &str, seed: u64, options: &LifelongEval
         }
     };
     composer = match drawer {
-        Drawer::Composed(learner) => Composer::plan(&learner.adapter, &learner.base, prompt, latent_size(pipeline))?,
+        Drawer::Composed(learner) => Composer::plan(&learner.adapter, &learner.base, prompt, latent_size(pipeline))?.map(|mut c| {
+            c.tries = options.tries;
+            c
+        }),
         _ => None,
     };
     image_to_rgb8(&pipeline.generate_composed(&opts, drawing.attend.as_ref(), composer, &mut |_| {})?.image)

@@ -151,6 +151,13 @@ impl Learner {
             self.adapter = student;
             report
         };
+        // Kept with the concept (a silhouette and a colour per picture, not the picture), so that
+        // composition can keep the drawing of its region that looks most like what it was taught.
+        let mut looks = self.signatures(pictures)?;
+        looks.truncate(super::store::MAX_LOOKS);
+        if let Some(concept) = self.adapter.concepts.iter_mut().find(|c| c.name == name) {
+            concept.looks = looks;
+        }
         report.init_words = ranked.into_iter().take(3).map(|s| (s.word, s.error)).collect();
         report.refined = refined;
         if method == Method::Ewc {
@@ -306,8 +313,8 @@ impl Learner {
         Ok(views)
     }
 
-    /// The teaching pictures' subjects, for the lesson's self-check (pictures where nothing
-    /// stands out from the border are left out).
+    /// The teaching pictures' subjects, for the lesson's self-check and the concept's looks
+    /// (pictures where nothing stands out from the border are left out).
     fn signatures(&self, pictures: &[Picture]) -> Result<Vec<Signature>> {
         let mut out = Vec::with_capacity(pictures.len());
         for p in pictures {

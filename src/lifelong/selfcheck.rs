@@ -34,6 +34,26 @@ pub struct Signature {
     color: [f32; 3],
 }
 
+/// Values in a stored signature ([`Signature::to_values`]): the silhouette grid, then the colour.
+pub const SIGNATURE_LEN: usize = GRID * GRID + 3;
+
+impl Signature {
+    /// The signature as [`SIGNATURE_LEN`] numbers, for a concept's looks in the store.
+    pub fn to_values(&self) -> Vec<f32> {
+        self.mask.iter().copied().chain(self.color).collect()
+    }
+
+    /// The inverse of [`Self::to_values`]; `None` unless `values` has [`SIGNATURE_LEN`] finite
+    /// numbers, the silhouette's in [0, 1] and the colour's in [0, 255] (a damaged store's
+    /// values are refused, not compared).
+    pub fn from_values(values: &[f32]) -> Option<Self> {
+        let ok = values.len() == SIGNATURE_LEN && values.iter().all(|v| v.is_finite());
+        let (mask, color) = values.split_at(values.len().min(GRID * GRID));
+        let ok = ok && mask.iter().all(|m| (0.0..=1.0).contains(m)) && color.iter().all(|c| (0.0..=255.0).contains(c));
+        ok.then(|| Self { mask: mask.to_vec(), color: [color[0], color[1], color[2]] })
+    }
+}
+
 /// The signature of an interleaved RGB picture `width` x `height`, or `None` when no subject
 /// stands out from the background (an empty or washed-out sample).
 pub fn signature(rgb: &[u8], width: usize, height: usize) -> Option<Signature> {
@@ -87,6 +107,14 @@ pub fn match_score(samples: &[Option<Signature>], taught: &[Signature]) -> f32 {
     }
     let best = |s: &Signature| taught.iter().map(|t| similarity(s, t)).fold(0.0, f32::max);
     samples.iter().map(|s| s.as_ref().map_or(0.0, best)).sum::<f32>() / samples.len() as f32
+}
+
+/// Of each part's drawings (interleaved RGB, `width` x `height`), the index of the one whose subject
+/// best matches `looks` (an earlier drawing wins a tie; the first when `looks` is empty or
+/// nothing stands out).
+pub fn best_drawing(drawings: &[Vec<u8>], width: usize, height: usize, looks: &[Signature]) -> usize {
+    let scores: Vec<f32> = drawings.iter().map(|rgb| match_score(&[signature(rgb, width, height)], looks)).collect();
+    scores.iter().enumerate().fold(0, |best, (i, s)| if *s > scores[best] { i } else { best })
 }
 
 /// How a lesson's candidates are sampled: the teaching pictures' prompts, one sample each.
@@ -184,5 +212,33 @@ mod tests {
         let half = match_score(&[None, Some(taught.clone())], std::slice::from_ref(&taught));
         assert!((half - 0.5).abs() < 1e-6, "{half}");
         assert_eq!(signature(&[1, 2], 64, 64), None, "too few bytes is no picture");
+    }
+
+    #[test]
+    fn a_stored_signature_comes_back_equal_and_a_damaged_one_is_refused() {
+        let tee = signature(&picture(64, [40, 40, 80], [230, 100, 170], tee(20.0, 20.0, 9.0)), 64, 64).unwrap();
+        let values = tee.to_values();
+        assert_eq!(values.len(), SIGNATURE_LEN);
+        assert_eq!(Signature::from_values(&values), Some(tee));
+        assert_eq!(Signature::from_values(&values[1..]), None, "too short");
+        let mut nan = values.clone();
+        nan[3] = f32::NAN;
+        assert_eq!(Signature::from_values(&nan), None);
+        let mut out_of_range = values;
+        out_of_range[0] = 7.0;
+        assert_eq!(Signature::from_values(&out_of_range), None);
+    }
+
+    #[test]
+    fn the_drawing_that_matches_the_looks_is_kept() {
+        let pink = [230, 100, 170];
+        let looks = [signature(&picture(64, [200, 230, 250], pink, tee(5.0, 8.0, 4.0)), 64, 64).unwrap()];
+        let square = picture(64, [40, 40, 80], pink, |x, y| (20.0..47.0).contains(&x) && (20.0..47.0).contains(&y));
+        let blank = picture(64, [90, 90, 90], [90, 90, 90], |_, _| false);
+        let a_tee = picture(64, [40, 40, 80], pink, tee(30.0, 12.0, 7.0));
+        assert_eq!(best_drawing(&[square.clone(), blank.clone(), a_tee.clone()], 64, 64, &looks), 2);
+        assert_eq!(best_drawing(&[a_tee.clone(), square.clone()], 64, 64, &looks), 0);
+        assert_eq!(best_drawing(&[square, a_tee], 64, 64, &[]), 0, "no looks: the first drawing");
+        assert_eq!(best_drawing(&[blank.clone(), blank], 64, 64, &looks), 0, "a tie keeps the first");
     }
 }

@@ -9,7 +9,8 @@ use burn::prelude::*;
 use super::adapter::{transformer_blocks, leaf, Adapter, AdapterConfig, Concept, Target};
 use super::learner::Learner;
 use super::memory::Memory;
-use super::store::{check_rank_rows, embedding_concept, embedding_name, ConceptEntry, NamedTensor, StateBlobs};
+use super::selfcheck::{Signature, SIGNATURE_LEN};
+use super::store::{check_rank_rows, embedding_concept, embedding_name, looks_name, looks_shape_ok, ConceptEntry, NamedTensor, StateBlobs};
 use crate::error::{Error, Result};
 use crate::loader::LoadedModel;
 use crate::model::unet::UNet2DConditionModel;
@@ -48,6 +49,10 @@ pub fn save(learner: &Learner, previous: &[ConceptEntry], next: u32) -> Result<(
         let mut t = to_named(embedding_name(&c.name), e, false)?;
         t.shape = vec![t.data.len()];
         adapter.push(t);
+        if !c.looks.is_empty() {
+            let values: Vec<f32> = c.looks.iter().flat_map(Signature::to_values).collect();
+            adapter.push(NamedTensor::new(looks_name(&c.name), vec![c.looks.len(), SIGNATURE_LEN], values));
+        }
     }
     let memories = learner.memories.iter().map(Memory::to_blob).collect::<Result<Vec<_>>>()?;
     let concepts = a
@@ -174,13 +179,23 @@ fn adapter_from_blobs(
             .ok_or_else(|| Error::InvalidInput(format!("the store lacks the embedding of concept `{}`; restore an earlier version", entry.name)))?;
         let id = tokenizer.add_token(&entry.token)?;
         adapter.embeddings.push(leaf(from_named(t, device)?));
-        adapter.concepts.push(Concept { name: entry.name.clone(), token: entry.token.clone(), token_id: id });
+        adapter.concepts.push(Concept { name: entry.name.clone(), token: entry.token.clone(), token_id: id, looks: stored_looks(blobs, &entry.name)? });
     }
     if let Some(orphan) = blobs.adapter.iter().filter_map(|t| embedding_concept(&t.name)).find(|n| !concepts.iter().any(|c| c.name == *n)) {
         return Err(Error::InvalidInput(format!("the store holds an embedding for `{orphan}` that its manifest does not list; it is inconsistent")));
     }
     adapter.routes = routes_of(concepts, rank)?;
     Ok(Some(adapter))
+}
+
+/// A concept's looks from the store (none for concepts stored before looks were kept).
+fn stored_looks(blobs: &StateBlobs, concept: &str) -> Result<Vec<Signature>> {
+    let Some(t) = blobs.adapter.iter().find(|t| t.name == looks_name(concept)) else { return Ok(Vec::new()) };
+    let damaged = || Error::InvalidInput(format!("the looks of concept `{concept}` in the store are damaged; restore an earlier version or teach it again"));
+    if !looks_shape_ok(&t.shape) || t.data.len() != t.shape.iter().product::<usize>() {
+        return Err(damaged());
+    }
+    t.data.chunks(SIGNATURE_LEN).map(|row| Signature::from_values(row).ok_or_else(damaged)).collect()
 }
 
 /// The concepts' own LoRA blocks of a routed state (empty for a shared adapter): the store's check

@@ -230,6 +230,26 @@ pub fn embedding_concept(tensor: &str) -> Option<&str> {
     tensor.strip_prefix("text_encoder.concepts.")?.strip_suffix(".embedding")
 }
 
+/// The adapter tensor holding a concept's looks (`[n, SIGNATURE_LEN]`: each lesson picture's
+/// subject as a coarse silhouette and a colour, src/lifelong/selfcheck.rs).
+pub fn looks_name(concept: &str) -> String {
+    format!("concepts.{concept}.looks")
+}
+
+/// The concept whose looks `tensor` holds, if it holds any.
+pub fn looks_concept(tensor: &str) -> Option<&str> {
+    tensor.strip_prefix("concepts.")?.strip_suffix(".looks")
+}
+
+/// The looks tensor's shape must be `[n, SIGNATURE_LEN]` with 1 to this many rows (a lesson takes
+/// a few pictures; a larger tensor is not one a lesson wrote).
+pub const MAX_LOOKS: usize = 64;
+
+/// Whether `shape` is one a concept's looks can have.
+pub fn looks_shape_ok(shape: &[usize]) -> bool {
+    matches!(shape, [n, len] if (1..=MAX_LOOKS).contains(n) && *len == super::selfcheck::SIGNATURE_LEN)
+}
+
 /// The folder holding version `v`'s blobs.
 pub fn version_dir(v: u32) -> String {
     format!("v{v}")

@@ -107,7 +107,10 @@ impl Denoising<'_> {
         self.private = match (&composer, self.index) {
             (Some(c), 0) => {
                 let (config, kind, total) = (&self.pipeline.model.scheduler_config, Some(self.scheduler.kind()), self.timesteps.len());
-                c.private_views(&self.latents, total, &|| Ok(scheduler::create(config, kind, total)?))?
+                // Further drawings' noise comes after the shared noise, as a larger batch's would.
+                let (dims, sigma, device, rng) = (self.latents.dims(), self.scheduler.init_noise_sigma(), &self.pipeline.device, &mut self.rng);
+                let mut noise = || Tensor::<4>::from_data(TensorData::new(rng.normal_vec(dims.iter().product()), dims), device).mul_scalar(sigma);
+                c.private_views(&self.latents, total, &|| Ok(scheduler::create(config, kind, total)?), &mut noise)?
             }
             _ => None,
         };
@@ -152,6 +155,33 @@ impl Denoising<'_> {
         Ok(())
     }
 
+    /// The composer's drawings to choose among, decoded (RGB in [0, 1], `[1, 3, H, W]` each), after
+    /// the last step of a composition whose concepts each drew more than once
+    /// ([`Composer::tries`]). Read their pixels back (asynchronously on WebGPU) and pass them to
+    /// [`Self::choose`] before [`Self::to_settle`]; [`Self::choose_now`] does both where reading
+    /// can block (and [`Self::settle_now`] calls it).
+    pub fn to_choose(&self) -> Option<Vec<Tensor<4>>> {
+        let (composer, views) = (self.composer.as_ref()?, self.private.as_ref()?);
+        let drawings = composer.to_choose(views, self.index)?;
+        Some(drawings.into_iter().map(|latents| self.pipeline.decode(latents)).collect())
+    }
+
+    /// Keeps each concept's drawing that looks most like its lesson pictures, given
+    /// [`Self::to_choose`]'s images as interleaved 8-bit RGB (`width` x `height`).
+    pub fn choose(&mut self, drawings: &[Vec<u8>], width: usize, height: usize) {
+        let (Some(composer), Some(views)) = (self.composer.as_ref(), self.private.as_mut()) else { return };
+        self.latents = composer.choose(views, drawings, width, height);
+    }
+
+    /// [`Self::to_choose`] and [`Self::choose`] with a blocking read-back (native backends).
+    pub fn choose_now(&mut self) -> Result<()> {
+        let Some(images) = self.to_choose() else { return Ok(()) };
+        let [_, _, height, width] = images[0].dims();
+        let drawings = images.iter().map(super::image_to_rgb8).collect::<Result<Vec<_>>>()?;
+        self.choose(&drawings, width, height);
+        Ok(())
+    }
+
     /// The composer's finished parts, when their objects may still move apart
     /// (src/lifelong/compose/settle.rs): after the last step of a composition whose parts drew on
     /// latents of their own throughout. Read their values back (asynchronously on WebGPU) and
@@ -172,8 +202,10 @@ impl Denoising<'_> {
         self.private = None;
     }
 
-    /// [`Self::to_settle`] and [`Self::settle`] with a blocking read-back (native backends).
+    /// [`Self::choose_now`], then [`Self::to_settle`] and [`Self::settle`] with a blocking
+    /// read-back (native backends): everything a composition does after its last step.
     pub fn settle_now(&mut self) -> Result<()> {
+        self.choose_now()?;
         let Some(parts) = self.to_settle() else { return Ok(()) };
         let values = parts
             .into_iter()
@@ -181,6 +213,12 @@ impl Denoising<'_> {
             .collect::<Result<Vec<_>>>()?;
         self.settle(&values);
         Ok(())
+    }
+
+    /// The sampler's estimate of the finished latents after the last step (DDIM and Euler give
+    /// one; `None` before the first step or for samplers without it).
+    pub fn predicted_original(&self) -> Option<Tensor<4>> {
+        self.scheduler.pred_original_sample()
     }
 
     /// The final latents without decoding them (replay memory keeps latents, not images).

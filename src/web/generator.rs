@@ -48,6 +48,19 @@ struct Options {
     /// absent: as the CLI's `generate` decides (on for shapes-world models).
     #[serde(default)]
     compose: Option<bool>,
+    /// How many times a composed prompt draws each learned concept's region, keeping the drawing
+    /// closest to the concept's lesson pictures (1 to 16; absent: `compose::TRIES`).
+    #[serde(default)]
+    tries: Option<usize>,
+}
+
+/// What [`Options::parse`] gives: the generation's options, the guidance asked for, whether to
+/// compose plain relation prompts and how many drawings a composed concept makes.
+struct Parsed {
+    options: GenerateOptions,
+    guidance: Option<f32>,
+    compose: Option<bool>,
+    tries: usize,
 }
 
 fn default_steps() -> usize {
@@ -60,7 +73,7 @@ const MAX_STEPS: usize = 1000;
 impl Options {
     /// The generation's options (their guidance the plain default when none is asked for), the
     /// guidance asked for, and whether to compose plain relation prompts (`None`: the default).
-    fn parse(json: &str) -> Result<(GenerateOptions, Option<f32>, Option<bool>), WebError> {
+    fn parse(json: &str) -> Result<Parsed, WebError> {
         let o: Options = serde_json::from_str(json).map_err(|e| WebError::InvalidOptions(e.to_string()))?;
         if o.steps == 0 || o.steps > MAX_STEPS {
             return Err(WebError::InvalidOptions(format!("steps must be between 1 and {MAX_STEPS}, got {}", o.steps)));
@@ -74,6 +87,10 @@ impl Options {
         if !orthogonal.is_finite() || orthogonal < 0.0 {
             return Err(WebError::InvalidOptions(format!("orthogonal must be a non-negative number (0 turns it off), got {orthogonal}")));
         }
+        let tries = o.tries.unwrap_or(crate::lifelong::compose::TRIES);
+        if !(1..=16).contains(&tries) {
+            return Err(WebError::InvalidOptions(format!("tries must be between 1 and 16 (1 draws each concept once), got {tries}")));
+        }
         let options = GenerateOptions {
             prompt: o.prompt,
             negative_prompt: o.negative,
@@ -84,7 +101,7 @@ impl Options {
             init_latents: None,
             orthogonal,
         };
-        Ok((options, o.guidance, o.compose))
+        Ok(Parsed { options, guidance: o.guidance, compose: o.compose, tries })
     }
 }
 
@@ -145,7 +162,7 @@ impl Generator {
     }
 
     /// Generates from `options_json` (`{ prompt, negative, steps, guidance, seed, scheduler,
-    /// orthogonal, compose }`).
+    /// orthogonal, compose, tries }`).
     /// `on_progress({ step, total, timestep, msPerStep, preview, previewWidth, previewHeight })`
     /// is called after every step (`preview`: RGBA `Uint8ClampedArray` at latent resolution).
     /// Resolves to `{ rgba, png, width, height, warnings, regions, msPerStep, totalMs }`
@@ -155,7 +172,7 @@ impl Generator {
         let this = self.handle();
         wasm_bindgen_futures::future_to_promise(async move {
             this.check_usable()?;
-            let (mut options, guidance, compose) = Options::parse(&options_json)?;
+            let Parsed { mut options, guidance, compose, tries } = Options::parse(&options_json)?;
             options.guidance = state::guidance_for(this.stored.borrow().as_ref().map(|(a, _)| a), &options.prompt, guidance, options.guidance);
             if this.pipeline.borrow().is_none() {
                 return Err(WebError::NoModel.into());
@@ -166,7 +183,12 @@ impl Generator {
             let pipeline = this.route(&options.prompt).and_then(|()| this.pipeline.borrow().clone().ok_or(WebError::NoModel));
             let planned = pipeline.and_then(|p| Ok((this.compose(&p, &options.prompt, compose)?, p)));
             let result = match planned {
-                Ok((composer, pipeline)) => run(&pipeline, &options, composer, &on_progress).await,
+                Ok((mut composer, pipeline)) => {
+                    if let Some(c) = composer.as_mut() {
+                        c.tries = tries;
+                    }
+                    run(&pipeline, &options, composer, &on_progress).await
+                }
                 Err(e) => Err(e),
             };
             this.busy.set(false);
@@ -312,7 +334,16 @@ async fn run(pipeline: &Pipeline, options: &GenerateOptions, composer: Option<Co
         // A throwing callback must not abort the generation; the page only loses one update.
         let _ = on_progress.call1(&JsValue::NULL, &progress);
     }
-    // Composed objects move apart on their latents' values, read back without blocking.
+    // Each concept's region keeps its drawing that looks most like its lesson pictures, and the
+    // composed objects move apart on their latents' values, all read back without blocking.
+    if let Some(images) = run.to_choose() {
+        let [_, _, h, w] = images[0].dims();
+        let mut drawings = Vec::with_capacity(images.len());
+        for image in &images {
+            drawings.push(read_rgb8(image).await?);
+        }
+        run.choose(&drawings, w, h);
+    }
     if let Some(parts) = run.to_settle() {
         let mut values = Vec::with_capacity(parts.len());
         for part in parts {

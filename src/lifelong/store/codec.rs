@@ -7,7 +7,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
-use super::{check_concepts, embedding_concept, embedding_name, ConceptEntry, ConceptMemory, NamedTensor, StateBlobs, StoreError, VersionEntry, BASE_MEMORY, EXPORT_FORMAT};
+use super::{check_concepts, embedding_concept, embedding_name, looks_concept, looks_shape_ok, ConceptEntry, ConceptMemory, NamedTensor, StateBlobs, StoreError, VersionEntry, BASE_MEMORY, EXPORT_FORMAT};
 
 /// FNV-1a 64: cheap, dependency-free, and enough to catch torn or bit-rotted blobs (not an adversary).
 pub fn fnv64_hex(bytes: &[u8]) -> String {
@@ -66,6 +66,14 @@ fn check_state(file: &str, concepts: &[ConceptEntry], blobs: &StateBlobs) -> Res
     for t in &blobs.adapter {
         if let Some(c) = embedding_concept(&t.name).filter(|c| !names.contains(c)) {
             return Err(inconsistent(file, format!("embedding `{}` belongs to concept `{c}`, which is not listed", t.name)));
+        }
+        if let Some(c) = looks_concept(&t.name) {
+            if !names.contains(c) {
+                return Err(inconsistent(file, format!("looks `{}` belong to concept `{c}`, which is not listed", t.name)));
+            }
+            if !looks_shape_ok(&t.shape) {
+                return Err(bad_tensor(file, &t.name, format!("has shape {:?}; a concept's looks are [1..={}, {}]", t.shape, super::MAX_LOOKS, crate::lifelong::selfcheck::SIGNATURE_LEN)));
+            }
         }
     }
     for c in concepts {
@@ -309,12 +317,15 @@ fn check_shapes(file: &str, adapter: &[NamedTensor], check: &ShapeCheck<'_>) -> 
     }
 }
 
-/// Same non-embedding tensors and shapes as `reference`; embeddings shaped like its embeddings.
+/// Same tensors and shapes as `reference` apart from the concepts' own (embeddings shaped like its
+/// embeddings; looks checked with the state).
 fn check_like(file: &str, adapter: &[NamedTensor], reference: &[NamedTensor]) -> Result<(), StoreError> {
     let embedding = reference.iter().find(|r| embedding_concept(&r.name).is_some()).map(|r| r.shape.clone());
     for t in adapter {
         let expected = if embedding_concept(&t.name).is_some() {
             embedding.clone()
+        } else if looks_concept(&t.name).is_some() {
+            None // each concept's own row count, checked with the state (check_state)
         } else {
             let r = reference.iter().find(|r| r.name == t.name);
             Some(r.ok_or_else(|| StoreError::UnexpectedTensor { file: file.into(), name: t.name.clone() })?.shape.clone())
@@ -323,7 +334,8 @@ fn check_like(file: &str, adapter: &[NamedTensor], reference: &[NamedTensor]) ->
             return Err(StoreError::ShapeMismatch { file: file.into(), name: t.name.clone(), expected: s, found: t.shape.clone() });
         }
     }
-    let missing = reference.iter().find(|r| embedding_concept(&r.name).is_none() && !adapter.iter().any(|t| t.name == r.name));
+    let per_concept = |name: &str| embedding_concept(name).is_some() || looks_concept(name).is_some();
+    let missing = reference.iter().find(|r| !per_concept(&r.name) && !adapter.iter().any(|t| t.name == r.name));
     match missing {
         Some(r) => Err(StoreError::MissingTensor { file: file.into(), name: r.name.clone() }),
         None => Ok(()),

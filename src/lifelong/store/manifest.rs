@@ -2,7 +2,7 @@
 //! restore, and the retention rule. The types are in the parent module.
 
 use super::{
-    check_concepts, concept_token, embedding_name, encode_version, fnv64_hex, version_dir, ConceptEntry, FileEntry, Manifest, PendingVersion, StateBlobs,
+    check_concepts, concept_token, embedding_name, looks_name, encode_version, fnv64_hex, version_dir, ConceptEntry, FileEntry, Manifest, PendingVersion, StateBlobs,
     StoreError, VersionEntry, FORMAT, KEEP_PREVIOUS, SCHEMA,
 };
 
@@ -98,9 +98,9 @@ impl Manifest {
             return Err(StoreError::UnknownConcept { name: concept.into(), version: entry.version });
         }
         let concepts = entry.concepts.iter().filter(|c| c.name != concept).cloned().collect();
-        let embedding = embedding_name(concept);
+        let (embedding, looks) = (embedding_name(concept), looks_name(concept));
         let blobs = StateBlobs {
-            adapter: current.adapter.iter().filter(|t| t.name != embedding).cloned().collect(),
+            adapter: current.adapter.iter().filter(|t| t.name != embedding && t.name != looks).cloned().collect(),
             memories: current.memories.iter().filter(|m| m.concept != concept).cloned().collect(),
         };
         let lesson = serde_json::json!({ "removed": concept, "from": entry.version });

@@ -269,3 +269,36 @@ fn model_id_reads_only_the_weights_and_configs_in_a_fixed_order() {
     assert_ne!(model_id("builtin", [files[0], ("unet/model.safetensors", &big[..199_999]), files[2]]), id);
     assert_ne!(model_id("other", files), id);
 }
+
+fn with_looks(concepts: &[&str], looks_of: &str, shape: Vec<usize>) -> (Vec<ConceptEntry>, StateBlobs) {
+    let (entries, mut blobs) = state(concepts);
+    let n = shape.iter().product();
+    blobs.adapter.push(NamedTensor::new(looks_name(looks_of), shape, vec![0.5; n]));
+    blobs.adapter.sort_by(|a, b| a.name.cmp(&b.name));
+    (entries, blobs)
+}
+
+#[test]
+fn looks_travel_with_their_concept_and_are_checked() {
+    let len = crate::lifelong::selfcheck::SIGNATURE_LEN;
+    let mut m = Manifest::new("builtin");
+    let (concepts, blobs) = with_looks(&["cat", "dog"], "cat", vec![2, len]);
+    let p = m.plan_new_version("t", concepts.clone(), &blobs, serde_json::Value::Null, 0.0).unwrap();
+    assert_eq!(decode_version(&p.entry, files_of(&p)).unwrap(), blobs, "stored and read back");
+    m.switch_to(p.entry.clone());
+    let removed = m.plan_remove("cat", &blobs, 1.0).unwrap();
+    assert_eq!(decode_version(&removed.entry, files_of(&removed)).unwrap(), state(&["dog"]).1, "removing a concept drops its looks");
+    // Exported and imported into a store whose adapter has no looks yet.
+    let bytes = export_file("builtin", &p.entry, &blobs).unwrap();
+    let got = import_file(&bytes, "x.safetensors", "builtin", ShapeCheck::LikeAdapter(&state(&["cow"]).1.adapter)).unwrap();
+    assert_eq!(got.blobs, blobs);
+    // Looks of a concept that is not listed, or of a shape no lesson writes, are refused.
+    let (_, orphan) = with_looks(&["cat"], "cow", vec![1, len]);
+    let e = Manifest::new("builtin").plan_new_version("t", concepts[..1].to_vec(), &orphan, serde_json::Value::Null, 0.0).unwrap_err();
+    assert!(e.to_string().contains("cow"), "{e}");
+    for shape in [vec![2, 10], vec![0, len], vec![MAX_LOOKS + 1, len], vec![len]] {
+        let (c, bad) = with_looks(&["cat"], "cat", shape.clone());
+        let e = Manifest::new("builtin").plan_new_version("t", c, &bad, serde_json::Value::Null, 0.0).unwrap_err();
+        assert!(matches!(e, StoreError::BadTensor { .. }), "{shape:?}: {e}");
+    }
+}
