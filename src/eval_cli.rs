@@ -156,7 +156,7 @@ pub struct EvalLifelongArgs {
     pub routed_guidance: f32,
     /// How many times a composed two-concept prompt draws each concept's region, keeping the
     /// drawing closest to the concept's lesson pictures (`generate --tries`); 1 draws once.
-    #[arg(long, default_value_t = lifelong_diffusion::lifelong::compose::TRIES as u64, value_parser = clap::value_parser!(u64).range(1..=16))]
+    #[arg(long, default_value_t = lifelong_diffusion::lifelong::compose::TRIES as u64, value_parser = clap::value_parser!(u64).range(1..=lifelong_diffusion::lifelong::compose::MAX_TRIES as u64))]
     pub tries: u64,
     /// Write the teaching pictures, the final identification probes and the two-concept images of
     /// every row as PNGs into this folder.

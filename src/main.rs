@@ -170,7 +170,7 @@ struct GenerateArgs {
     /// How many times a composed prompt draws each learned concept's region (from different
     /// noise), keeping the drawing that looks most like the concept's lesson pictures; 1 draws
     /// each region once (faster). Concepts taught before looks were kept draw once.
-    #[arg(long, default_value_t = compose::TRIES as u64, value_parser = clap::value_parser!(u64).range(1..=16))]
+    #[arg(long, default_value_t = compose::TRIES as u64, value_parser = clap::value_parser!(u64).range(1..=compose::MAX_TRIES as u64))]
     tries: u64,
     #[command(flatten)]
     tuning: AttendArgs,

@@ -131,6 +131,9 @@ pub const PRIVATE_SHARE: f32 = 1.0;
 /// [`Composer::tries`]' default.
 pub const TRIES: usize = 3;
 
+/// The most drawings a composed concept may make (each costs a whole generation of its region).
+pub const MAX_TRIES: usize = 16;
+
 /// Each part's own latents and sampler for the first steps: MultiDiffusion's bootstrapping
 /// (Bar-Tal et al. 2023, sec. 4.1), which lets each region's object form against a background of
 /// its own before the regions see each other. Here a part's own background is its own
@@ -236,20 +239,15 @@ impl Composer {
         guide: &dyn Fn(Tensor<4>) -> Tensor<4>,
         noise: Option<&Tensor<4>>,
     ) -> Result<(Tensor<4>, Tensor<4>)> {
-        let cfg = context.dims()[0] == 2;
         let (mut prediction, mut image) = (views.latents[0].zeros_like(), views.latents[0].zeros_like());
         for (k, part) in self.parts.iter().enumerate() {
-            let own = views.latents[k].clone();
-            let input = if cfg { Tensor::cat(vec![own.clone(), own.clone()], 0) } else { own.clone() };
-            let input = views.schedulers[k].scale_model_input(input, i);
-            let guided = guide(part.unet.forward(input, t, &part_context(context, &part.cond)));
             let noise = noise.map(|n| roll(n.clone(), part.shift));
+            // The same step for each further drawing, its own sampler and latents.
             for (other, scheduler) in &mut views.others[k] {
-                let input = if cfg { Tensor::cat(vec![other.clone(), other.clone()], 0) } else { other.clone() };
-                let out = guide(part.unet.forward(scheduler.scale_model_input(input, i), t, &part_context(context, &part.cond)));
-                *other = scheduler.step(out, i, other.clone(), noise.clone())?;
+                (*other, _) = part.denoise(other.clone(), scheduler.as_mut(), i, t, context, guide, noise.clone())?;
             }
-            views.latents[k] = views.schedulers[k].step(guided.clone(), i, own, noise)?;
+            let guided;
+            (views.latents[k], guided) = part.denoise(views.latents[k].clone(), views.schedulers[k].as_mut(), i, t, context, guide, noise)?;
             let mask = part.mask.clone().cast(guided.dtype());
             prediction = prediction + unroll(guided, part.shift) * mask.clone();
             image = image + unroll(views.latents[k].clone(), part.shift) * mask;
@@ -320,6 +318,26 @@ impl Composer {
             result = result + own * part.mask.clone().cast(input.dtype());
         }
         result
+    }
+}
+
+impl Part {
+    /// One sampler step of `latents` (this part's view) with its block on its clause: the new
+    /// latents and the guided prediction.
+    #[allow(clippy::too_many_arguments)]
+    fn denoise(
+        &self,
+        latents: Tensor<4>,
+        scheduler: &mut dyn Scheduler,
+        i: usize,
+        t: f32,
+        context: &Tensor<3>,
+        guide: &dyn Fn(Tensor<4>) -> Tensor<4>,
+        noise: Option<Tensor<4>>,
+    ) -> Result<(Tensor<4>, Tensor<4>)> {
+        let input = if context.dims()[0] == 2 { Tensor::cat(vec![latents.clone(), latents.clone()], 0) } else { latents.clone() };
+        let guided = guide(self.unet.forward(scheduler.scale_model_input(input, i), t, &part_context(context, &self.cond)));
+        Ok((scheduler.step(guided.clone(), i, latents, noise)?, guided))
     }
 }
 

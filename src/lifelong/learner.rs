@@ -137,9 +137,13 @@ impl Learner {
         let options = LessonOptions { protection: method.protection(), uncond: method.uncond(options.uncond, options.image_sites), ..options.clone() };
         let views = self.views(&token, pictures, &new, &options)?;
         let taught_on: Vec<Example> = new.iter().cloned().chain(views).collect();
+        // Kept with the concept (a silhouette and a colour per picture, not the picture), so that
+        // composition can keep the drawing of its region that looks most like what it was taught.
+        let mut looks = self.signatures(pictures)?;
+        looks.truncate(super::store::MAX_LOOKS);
         let mut report = if matches!(method, Method::LoraMerge | Method::Routed) {
-            // The pictures' signatures serve the self-check only, which needs two candidates.
-            let taught = if options.candidates > 1 { self.signatures(pictures)? } else { Vec::new() };
+            // The self-check compares with the pictures' signatures; it needs two candidates.
+            let taught = if options.candidates > 1 { looks.clone() } else { Vec::new() };
             let check = SelfCheck { taught, sample: SampleOptions { steps: memory.steps, guidance: memory.guidance, seed: options.seed ^ 0xC4EC } };
             self.lesson_merged(name, &token, token_id, init, (&taught_on, &new), &options, method == Method::Routed, &check, progress)?
         } else {
@@ -151,10 +155,6 @@ impl Learner {
             self.adapter = student;
             report
         };
-        // Kept with the concept (a silhouette and a colour per picture, not the picture), so that
-        // composition can keep the drawing of its region that looks most like what it was taught.
-        let mut looks = self.signatures(pictures)?;
-        looks.truncate(super::store::MAX_LOOKS);
         if let Some(concept) = self.adapter.concepts.iter_mut().find(|c| c.name == name) {
             concept.looks = looks;
         }

@@ -215,12 +215,6 @@ impl Denoising<'_> {
         Ok(())
     }
 
-    /// The sampler's estimate of the finished latents after the last step (DDIM and Euler give
-    /// one; `None` before the first step or for samplers without it).
-    pub fn predicted_original(&self) -> Option<Tensor<4>> {
-        self.scheduler.pred_original_sample()
-    }
-
     /// The final latents without decoding them (replay memory keeps latents, not images).
     pub fn finish_latents(self) -> Tensor<4> {
         self.latents

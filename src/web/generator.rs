@@ -49,7 +49,7 @@ struct Options {
     #[serde(default)]
     compose: Option<bool>,
     /// How many times a composed prompt draws each learned concept's region, keeping the drawing
-    /// closest to the concept's lesson pictures (1 to 16; absent: `compose::TRIES`).
+    /// closest to the concept's lesson pictures (1 to `compose::MAX_TRIES`; absent: `compose::TRIES`).
     #[serde(default)]
     tries: Option<usize>,
 }
@@ -88,8 +88,9 @@ impl Options {
             return Err(WebError::InvalidOptions(format!("orthogonal must be a non-negative number (0 turns it off), got {orthogonal}")));
         }
         let tries = o.tries.unwrap_or(crate::lifelong::compose::TRIES);
-        if !(1..=16).contains(&tries) {
-            return Err(WebError::InvalidOptions(format!("tries must be between 1 and 16 (1 draws each concept once), got {tries}")));
+        let max = crate::lifelong::compose::MAX_TRIES;
+        if !(1..=max).contains(&tries) {
+            return Err(WebError::InvalidOptions(format!("tries must be between 1 and {max} (1 draws each concept once), got {tries}")));
         }
         let options = GenerateOptions {
             prompt: o.prompt,
