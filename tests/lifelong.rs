@@ -519,7 +519,7 @@ fn a_composition_keeps_each_concepts_drawing_closest_to_its_looks() {
     let mut views = composer.private_views(&zeros, total, &sampler, &mut noise).expect("views").expect("private steps");
     assert!(composer.to_choose(&views, total - 1).is_none(), "nothing to choose before the last step");
     let drawings = composer.to_choose(&views, total).expect("three drawings a region");
-    assert_eq!(drawings.len(), 6);
+    assert_eq!(drawings.iter().map(|d| d.dims()[0]).collect::<Vec<_>>(), [3, 3], "one batch of three drawings a region");
     let rgb = |p: &lifelong_diffusion::lifelong::learner::Picture| image_to_rgb8(&p.image).expect("rgb");
     let blank = vec![25u8; 3 * 64 * 64];
     assert!(signature(&blank, 64, 64).is_none());
@@ -541,11 +541,29 @@ fn a_composition_keeps_each_concepts_drawing_closest_to_its_looks() {
     let views = composer.private_views(&zeros, total, &sampler, &mut noise).expect("views").expect("private steps");
     assert!(composer.to_choose(&views, total).is_none(), "nothing to choose without looks");
 
-    // And a whole generation with the choice runs to a finite image.
+    // A region's drawings are one batch; each is the drawing it would be in a smaller batch
+    // (region one's first two and region two's first, with two tries against three).
     let pipeline = l.pipeline_for(prompt).expect("pipeline");
+    let options = lifelong_diffusion::pipeline::GenerateOptions { prompt: prompt.into(), steps: 3, seed: 5, ..Default::default() };
+    let drawn = |tries: usize| {
+        let mut composer = Composer::plan(&l.adapter, &l.base, prompt, [h, w]).expect("plan").expect("composes");
+        composer.tries = tries;
+        let mut run = pipeline.start(&options).expect("start");
+        run.set_composer(Some(composer)).expect("composer");
+        while run.step().expect("step").is_some() {}
+        run.to_choose().expect("drawings to choose").into_iter().map(values).collect::<Vec<_>>()
+    };
+    let gap = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let (three, two) = (drawn(3), drawn(2));
+    assert_eq!((three.len(), two.len()), (6, 4), "every drawing of each region, decoded");
+    for (a, b) in [(0, 0), (1, 1), (3, 2)] {
+        assert!(gap(&three[a], &two[b]) < 1e-4, "drawing {a} of three tries is drawing {b} of two: {}", gap(&three[a], &two[b]));
+    }
+    assert!(gap(&three[0], &three[1]) > 1e-3, "different noise, different drawings");
+
+    // And a whole generation with the choice runs to a finite image.
     let mut composer = Composer::plan(&l.adapter, &l.base, prompt, [h, w]).expect("plan");
     composer.as_mut().expect("composes").tries = 2;
-    let options = lifelong_diffusion::pipeline::GenerateOptions { prompt: prompt.into(), steps: 3, seed: 5, ..Default::default() };
     let image = pipeline.generate_composed(&options, None, composer, &mut |_| {}).expect("generate").image;
     assert!(values(image).iter().all(|v| v.is_finite()));
 }

@@ -121,15 +121,19 @@ pub struct Composer {
     /// lesson pictures is kept ([`Concept::looks`](super::adapter::Concept::looks)). A lesson's
     /// block draws its concept right from some noise and not from other noise (seed 2's
     /// hourglass block: 7 of 16 noises, with the kept silhouettes matching its pictures 0.50-0.66
-    /// where the misses matched 0.31-0.50; README, "Lessons"). 1 draws each part once.
+    /// where the misses matched 0.31-0.50; README, "Lessons"). A part's drawings are one batch
+    /// through its UNet. 1 draws each part once.
     pub tries: usize,
 }
 
 /// [`Composer::private_share`]'s default.
 pub const PRIVATE_SHARE: f32 = 1.0;
 
-/// [`Composer::tries`]' default.
-pub const TRIES: usize = 3;
+/// [`Composer::tries`]' default: on seed 2's eval lessons (README, "Lessons", session 27) one
+/// drawing composed 40 of 64 pairs, three 51, six 59 (four: 39 of the first 47, where three
+/// drew 38 and six 43). A part's drawings are one batch, so on the CPU six drew a two-concept
+/// prompt in 3.2 s against one drawing's 3.0 s (20 steps).
+pub const TRIES: usize = 6;
 
 /// The most drawings a composed concept may make (each costs a whole generation of its region).
 pub const MAX_TRIES: usize = 16;
@@ -142,11 +146,11 @@ pub const MAX_TRIES: usize = 16;
 /// shared latents ([`Composer::predict`]), which blends the regions into one picture (by
 /// default they run to the end: the shared steps mottled what the regions drew apart).
 pub struct PrivateViews {
+    /// Each part's drawings in its view, one batch: the first from the shared noise, then
+    /// [`Composer::tries`]` - 1` from fresh noise when it has looks to choose by (one UNet pass
+    /// draws them all); one drawing once [`Composer::choose`] kept the best.
     latents: Vec<Tensor<4>>,
     schedulers: Vec<Box<dyn Scheduler>>,
-    /// Each part's further drawings from other noise, with their samplers ([`Composer::tries`]);
-    /// emptied once one drawing per part is chosen.
-    others: Vec<Vec<(Tensor<4>, Box<dyn Scheduler>)>>,
     /// The steps they run for.
     pub steps: usize,
     /// Whether they run to the end, so that the drawn objects may move apart ([`settle`]).
@@ -218,11 +222,10 @@ impl Composer {
             return Ok(None);
         }
         let last = steps == total;
-        let latents = self.parts.iter().map(|p| roll(latents.clone(), p.shift)).collect();
-        let schedulers = self.parts.iter().map(|_| sampler()).collect::<Result<_>>()?;
         let extra = |p: &Part| if last && !p.looks.is_empty() { self.tries.saturating_sub(1) } else { 0 };
-        let others = self.parts.iter().map(|p| (0..extra(p)).map(|_| Ok((noise(), sampler()?))).collect::<Result<Vec<_>>>()).collect::<Result<_>>()?;
-        Ok(Some(PrivateViews { latents, schedulers, others, steps, last }))
+        let latents = self.parts.iter().map(|p| Tensor::cat(std::iter::once(roll(latents.clone(), p.shift)).chain((0..extra(p)).map(|_| noise())).collect(), 0)).collect();
+        let schedulers = self.parts.iter().map(|_| sampler()).collect::<Result<_>>()?;
+        Ok(Some(PrivateViews { latents, schedulers, steps, last }))
     }
 
     /// Step `i` of every part on its own latents (`guide` turns a UNet output into the guided
@@ -239,53 +242,52 @@ impl Composer {
         guide: &dyn Fn(Tensor<4>) -> Tensor<4>,
         noise: Option<&Tensor<4>>,
     ) -> Result<(Tensor<4>, Tensor<4>)> {
-        let (mut prediction, mut image) = (views.latents[0].zeros_like(), views.latents[0].zeros_like());
+        let first = |x: &Tensor<4>| x.clone().narrow(0, 0, 1);
+        let (mut prediction, mut image) = (first(&views.latents[0]).zeros_like(), first(&views.latents[0]).zeros_like());
         for (k, part) in self.parts.iter().enumerate() {
             let noise = noise.map(|n| roll(n.clone(), part.shift));
-            // The same step for each further drawing, its own sampler and latents.
-            for (other, scheduler) in &mut views.others[k] {
-                (*other, _) = part.denoise(other.clone(), scheduler.as_mut(), i, t, context, guide, noise.clone())?;
-            }
             let guided;
             (views.latents[k], guided) = part.denoise(views.latents[k].clone(), views.schedulers[k].as_mut(), i, t, context, guide, noise)?;
             let mask = part.mask.clone().cast(guided.dtype());
-            prediction = prediction + unroll(guided, part.shift) * mask.clone();
-            image = image + unroll(views.latents[k].clone(), part.shift) * mask;
+            prediction = prediction + unroll(first(&guided), part.shift) * mask.clone();
+            image = image + unroll(first(&views.latents[k]), part.shift) * mask;
         }
         Ok((prediction, image))
     }
 
-    /// Every part's drawings when there is a choice to make: after the last step, each part with
-    /// more than one drawing gives all of them (its first, then the others), in part order; the
-    /// caller decodes them, reads them back and hands their pixels to [`Composer::choose`].
+    /// Every part's drawings when there is a choice to make: after the last step, the batch of
+    /// each part that drew more than once (`[n, c, h, w]`, its first drawing first), in part
+    /// order; the caller decodes them, reads them back and hands their pixels to
+    /// [`Composer::choose`].
     pub fn to_choose(&self, views: &PrivateViews, done: usize) -> Option<Vec<Tensor<4>>> {
-        let ready = views.last && done >= views.steps && views.others.iter().any(|o| !o.is_empty());
-        ready.then(|| views.latents.iter().zip(&views.others).flat_map(|(first, others)| std::iter::once(first.clone()).chain(others.iter().map(|(l, _)| l.clone()))).collect())
+        let batches: Vec<Tensor<4>> = views.latents.iter().filter(|l| l.dims()[0] > 1).cloned().collect();
+        (views.last && done >= views.steps && !batches.is_empty()).then_some(batches)
     }
 
     /// Keeps each part's drawing whose subject best matches its concept's looks, given
-    /// [`Composer::to_choose`]'s drawings decoded to interleaved RGB (`width` x `height`, in its
-    /// order); returns the image blended from the kept drawings. Once: the other drawings are
-    /// dropped.
+    /// [`Composer::to_choose`]'s drawings decoded to interleaved RGB (`width` x `height`, one per
+    /// drawing, in its order); returns the image blended from the kept drawings. Once: the other
+    /// drawings are dropped.
     pub fn choose(&self, views: &mut PrivateViews, drawings: &[Vec<u8>], width: usize, height: usize) -> Tensor<4> {
         let mut at = 0;
-        for (k, part) in self.parts.iter().enumerate() {
-            let others = std::mem::take(&mut views.others[k]);
-            let n = 1 + others.len();
-            let Some(mine) = drawings.get(at..at + n) else { break };
-            at += n;
-            let best = best_drawing(mine, width, height, &part.looks);
-            if let Some((latents, _)) = best.checked_sub(1).and_then(|j| others.into_iter().nth(j)) {
-                views.latents[k] = latents;
+        for (part, latents) in self.parts.iter().zip(views.latents.iter_mut()) {
+            let n = latents.dims()[0];
+            if n < 2 {
+                continue;
             }
+            let best = drawings.get(at..at + n).map_or(0, |mine| best_drawing(mine, width, height, &part.looks));
+            at += n;
+            *latents = latents.clone().narrow(0, best, 1);
         }
         self.blend(&views.latents)
     }
 
-    /// The image from the parts' latents (each in its view): each region from its part.
+    /// The image from the parts' latents (each in its view; a part's first drawing, unless
+    /// [`Composer::choose`] kept another): each region from its part.
     fn blend(&self, latents: &[Tensor<4>]) -> Tensor<4> {
-        let mut image = latents[0].zeros_like();
+        let mut image = latents[0].clone().narrow(0, 0, 1).zeros_like();
         for (part, own) in self.parts.iter().zip(latents) {
+            let own = own.clone().narrow(0, 0, 1);
             image = image + unroll(own.clone(), part.shift) * part.mask.clone().cast(own.dtype());
         }
         image
@@ -295,13 +297,13 @@ impl Composer {
     /// views ran every step, and there are two. The caller reads them back (asynchronously where
     /// the device cannot block, as WebGPU) and hands their values to [`Composer::settled`].
     pub fn to_settle(&self, views: &PrivateViews, done: usize) -> Option<Vec<Tensor<4>>> {
-        (views.last && done >= views.steps && self.parts.len() == 2).then(|| views.latents.clone())
+        (views.last && done >= views.steps && self.parts.len() == 2).then(|| firsts(views))
     }
 
     /// The image with the two objects moved apart, from [`Composer::to_settle`]'s latents and
     /// their values read back; `None` when no object is found or nothing is to settle.
     pub fn settled(&self, views: &PrivateViews, values: &[Vec<f32>]) -> Option<Tensor<4>> {
-        settle::settled(&self.parts, &self.clauses, &views.latents, values)
+        settle::settled(&self.parts, &self.clauses, &firsts(views), values)
     }
 
     /// The noise prediction for `input` (`[2, c, h, w]`: negative then prompt under guidance,
@@ -314,7 +316,7 @@ impl Composer {
     pub fn predict(&self, input: Tensor<4>, t: f32, context: &Tensor<3>) -> Tensor<4> {
         let mut result = input.zeros_like();
         for part in &self.parts {
-            let own = unroll(part.unet.forward(roll(input.clone(), part.shift), t, &part_context(context, &part.cond)), part.shift);
+            let own = unroll(part.unet.forward(roll(input.clone(), part.shift), t, &part_context(context, &part.cond, 1)), part.shift);
             result = result + own * part.mask.clone().cast(input.dtype());
         }
         result
@@ -322,8 +324,9 @@ impl Composer {
 }
 
 impl Part {
-    /// One sampler step of `latents` (this part's view) with its block on its clause: the new
-    /// latents and the guided prediction.
+    /// One sampler step of `latents` (this part's view; a batch of its drawings) with its block
+    /// on its clause: the new latents and the guided prediction. Every drawing takes the step's
+    /// `noise` (drawn for one).
     #[allow(clippy::too_many_arguments)]
     fn denoise(
         &self,
@@ -335,19 +338,28 @@ impl Part {
         guide: &dyn Fn(Tensor<4>) -> Tensor<4>,
         noise: Option<Tensor<4>>,
     ) -> Result<(Tensor<4>, Tensor<4>)> {
+        let n = latents.dims()[0];
         let input = if context.dims()[0] == 2 { Tensor::cat(vec![latents.clone(), latents.clone()], 0) } else { latents.clone() };
-        let guided = guide(self.unet.forward(scheduler.scale_model_input(input, i), t, &part_context(context, &self.cond)));
+        let guided = guide(self.unet.forward(scheduler.scale_model_input(input, i), t, &part_context(context, &self.cond, n)));
+        let noise = noise.map(|x| if n > 1 { x.repeat_dim(0, n) } else { x });
         Ok((scheduler.step(guided.clone(), i, latents, noise)?, guided))
     }
 }
 
-/// A part's text batch: the shared negative prompt's encoding under guidance, then its clause's.
-fn part_context(context: &Tensor<3>, cond: &Tensor<3>) -> Tensor<3> {
+/// A part's text batch for `n` drawings: the shared negative prompt's encoding under guidance
+/// (`n` times), then its clause's (`n` times), as [`Part::denoise`] stacks its input.
+fn part_context(context: &Tensor<3>, cond: &Tensor<3>, n: usize) -> Tensor<3> {
+    let cond = cond.clone().repeat_dim(0, n);
     if context.dims()[0] == 2 {
-        Tensor::cat(vec![context.clone().narrow(0, 0, 1), cond.clone()], 0)
+        Tensor::cat(vec![context.clone().narrow(0, 0, 1).repeat_dim(0, n), cond], 0)
     } else {
-        cond.clone()
+        cond
     }
+}
+
+/// Each part's first (or kept) drawing.
+fn firsts(views: &PrivateViews) -> Vec<Tensor<4>> {
+    views.latents.iter().map(|l| l.clone().narrow(0, 0, 1)).collect()
 }
 
 /// Image coordinates -> a part's view (its region's centre at the image's centre).

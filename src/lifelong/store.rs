@@ -143,7 +143,7 @@ pub enum StoreError {
     Empty,
     #[error("{file}: {reason}; the store's manifest is damaged, restore it from a backup or start a new store folder")]
     Manifest { file: String, reason: String },
-    #[error("{file}: made for model `{found}`, but this store is for model `{expected}`; use it with `{found}` or a store folder of its own")]
+    #[error("{file}: made for model `{found}`, but the model in use is `{expected}`; use it with `{found}` or a store folder of its own")]
     ModelMismatch { file: String, expected: String, found: String },
     #[error("{file}: listed in the manifest but missing; restore another version (`concepts restore`)")]
     FileMissing { file: String },
