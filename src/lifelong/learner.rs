@@ -144,7 +144,11 @@ impl Learner {
         let mut report = if matches!(method, Method::LoraMerge | Method::Routed) {
             // The self-check compares with the pictures' signatures; it needs two candidates.
             let taught = if options.candidates > 1 { looks.clone() } else { Vec::new() };
-            let check = SelfCheck { taught, sample: SampleOptions { steps: memory.steps, guidance: memory.guidance, seed: options.seed ^ 0xC4EC } };
+            // Candidates are drawn as the concept will be: a routed concept's prompts default to
+            // their own guidance (at 7.5, seed 2's hourglass block drew its clause right 3 times
+            // in 16, at 3 7 times: README, "Lessons", session 27).
+            let guidance = if method == Method::Routed { super::state::ROUTED_GUIDANCE } else { memory.guidance };
+            let check = SelfCheck { taught, sample: SampleOptions { steps: memory.steps, guidance, seed: options.seed ^ 0xC4EC } };
             self.lesson_merged(name, &token, token_id, init, (&taught_on, &new), &options, method == Method::Routed, &check, progress)?
         } else {
             let (mut student, guard) = null_space::student(self, &options)?;
