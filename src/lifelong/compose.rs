@@ -135,7 +135,8 @@ pub const PRIVATE_SHARE: f32 = 1.0;
 /// prompt in 3.2 s against one drawing's 3.0 s (20 steps).
 pub const TRIES: usize = 6;
 
-/// The most drawings a composed concept may make (each costs a whole generation of its region).
+/// The most drawings a composed concept may make (each adds one to its region's batch at every
+/// step, and one decoded image to choose from).
 pub const MAX_TRIES: usize = 16;
 
 /// Each part's own latents and sampler for the first steps: MultiDiffusion's bootstrapping
@@ -242,7 +243,6 @@ impl Composer {
         guide: &dyn Fn(Tensor<4>) -> Tensor<4>,
         noise: Option<&Tensor<4>>,
     ) -> Result<(Tensor<4>, Tensor<4>)> {
-        let first = |x: &Tensor<4>| x.clone().narrow(0, 0, 1);
         let (mut prediction, mut image) = (first(&views.latents[0]).zeros_like(), first(&views.latents[0]).zeros_like());
         for (k, part) in self.parts.iter().enumerate() {
             let noise = noise.map(|n| roll(n.clone(), part.shift));
@@ -285,10 +285,11 @@ impl Composer {
     /// The image from the parts' latents (each in its view; a part's first drawing, unless
     /// [`Composer::choose`] kept another): each region from its part.
     fn blend(&self, latents: &[Tensor<4>]) -> Tensor<4> {
-        let mut image = latents[0].clone().narrow(0, 0, 1).zeros_like();
+        let mut image = first(&latents[0]).zeros_like();
         for (part, own) in self.parts.iter().zip(latents) {
-            let own = own.clone().narrow(0, 0, 1);
-            image = image + unroll(own.clone(), part.shift) * part.mask.clone().cast(own.dtype());
+            let own = first(own);
+            let mask = part.mask.clone().cast(own.dtype());
+            image = image + unroll(own, part.shift) * mask;
         }
         image
     }
@@ -357,9 +358,14 @@ fn part_context(context: &Tensor<3>, cond: &Tensor<3>, n: usize) -> Tensor<3> {
     }
 }
 
+/// The first drawing of a part's batch (the kept one once [`Composer::choose`] ran).
+fn first(latents: &Tensor<4>) -> Tensor<4> {
+    latents.clone().narrow(0, 0, 1)
+}
+
 /// Each part's first (or kept) drawing.
 fn firsts(views: &PrivateViews) -> Vec<Tensor<4>> {
-    views.latents.iter().map(|l| l.clone().narrow(0, 0, 1)).collect()
+    views.latents.iter().map(first).collect()
 }
 
 /// Image coordinates -> a part's view (its region's centre at the image's centre).

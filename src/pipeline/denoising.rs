@@ -157,15 +157,16 @@ impl Denoising<'_> {
 
     /// The composer's drawings to choose among, decoded (RGB in [0, 1], `[1, 3, H, W]` each), after
     /// the last step of a composition in which a concept drew more than once
-    /// ([`Composer::tries`]): every drawing of each such concept, in part order. Read their pixels back (asynchronously on WebGPU) and pass them to
-    /// [`Self::choose`] before [`Self::to_settle`]; [`Self::choose_now`] does both where reading
-    /// can block (and [`Self::settle_now`] calls it).
+    /// ([`Composer::tries`]): every drawing of each such concept, in part order. Read their
+    /// pixels back (asynchronously on WebGPU) and pass them to [`Self::choose`] before
+    /// [`Self::to_settle`]; [`Self::choose_now`] does both where reading can block (and
+    /// [`Self::settle_now`] calls it).
     pub fn to_choose(&self) -> Option<Vec<Tensor<4>>> {
         let (composer, views) = (self.composer.as_ref()?, self.private.as_ref()?);
         let batches = composer.to_choose(views, self.index)?;
         // One decoder pass a part; one image a drawing, in the batches' order.
         let images = batches.into_iter().map(|latents| self.pipeline.decode(latents));
-        Some(images.flat_map(|batch| (0..batch.dims()[0]).map(move |j| batch.clone().narrow(0, j, 1)).collect::<Vec<_>>()).collect())
+        Some(images.flat_map(|batch| { let n = batch.dims()[0]; batch.chunk(n, 0) }).collect())
     }
 
     /// Keeps each concept's drawing that looks most like its lesson pictures, given
