@@ -224,8 +224,9 @@ pub fn eval_lifelong(args: EvalLifelongArgs) -> Result<()> {
             ),
             "no-tame" => (Method::L2dmNoTame, vec![("l2dm w/o tame".to_string(), composed)]),
             "no-ecd" => (Method::L2dmNoEcd, vec![("l2dm w/o ecd".to_string(), composed)]),
-            "no-null-space" => (Method::L2dmNoNullSpace, vec![("l2dm w/o null space".to_string(), composed)]),
-            other => return Err(Error::InvalidInput(format!("unknown method `{other}`; use l2dm, finetune, ewc, lora-merge, routed, no-tame, no-ecd, no-oa, no-null-space"))),
+            "no-null-space" => (Method::L2dmNoNullSpace, vec![("l2dm w/o null space or gates".to_string(), composed)]),
+            "null-space" => (Method::L2dmNullSpace, vec![("l2dm, null space (session 24)".to_string(), composed)]),
+            other => return Err(Error::InvalidInput(format!("unknown method `{other}`; use l2dm, finetune, ewc, lora-merge, routed, no-tame, no-ecd, no-oa, null-space, no-null-space"))),
         };
         let new_rows = run_method(&base, &trained, &device, method, &variants, &options, &mut |line| eprintln!("{line}"))?;
         if let Some(dir) = &args.dump {

@@ -91,6 +91,9 @@ pub struct LoadedModel {
     /// (`"_lifelong_diffusion": {"world": "shapes"}`: the built-in model; diffusers skips keys
     /// with a leading underscore): its prompts follow that world's grammar (../shared/world.md).
     pub world: Option<String>,
+    /// The concept tokens of an installed concept-gated adapter, one per block, in block order:
+    /// the text encoding appends their gates (src/model/gate.rs). Empty for every other model.
+    pub gate_tokens: Vec<i64>,
 }
 
 /// Loads and checks a whole pipeline.
@@ -143,5 +146,5 @@ pub fn load(files: &dyn ModelFiles, device: &Device) -> Result<LoadedModel> {
     let path = format!("{name}/scheduler/scheduler_config.json");
     let text = read_text(files, "scheduler/scheduler_config.json")?.ok_or_else(|| Error::config(&path, "file is missing"))?;
     let scheduler_config = SchedulerConfig::from_json(&text).map_err(|e| Error::config(&path, e.to_string()))?;
-    Ok(LoadedModel { tokenizer, text_encoder, unet, vae, unet_config, vae_config, scheduler_config, world })
+    Ok(LoadedModel { tokenizer, text_encoder, unet, vae, unet_config, vae_config, scheduler_config, world, gate_tokens: Vec::new() })
 }

@@ -214,8 +214,13 @@ pub fn encode_text(model: &LoadedModel, text: &str, device: &Device, warnings: &
         warnings.push(format!("the prompt is longer than the model's {} tokens and was truncated", model.tokenizer.context_length()));
     }
     let n = encoded.ids.len();
+    let gates = (!model.gate_tokens.is_empty()).then(|| crate::model::gate::gate_channels(std::slice::from_ref(&encoded.ids), &model.gate_tokens, device));
     let ids = Tensor::<2, Int>::from_data(TensorData::new(encoded.ids, [1, n]), device);
-    Ok(model.text_encoder.forward(ids))
+    let hidden = model.text_encoder.forward(ids);
+    Ok(match gates {
+        Some(gates) => Tensor::cat(vec![hidden, gates], 2),
+        None => hidden,
+    })
 }
 
 /// The inverse of [`encode_latents`]: `vae.decode(latents / scaling_factor + shift)`, the image

@@ -20,7 +20,10 @@ use lifelong_diffusion::{loader, Error, Result};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum MethodArg {
+    /// Concept-gated blocks of one shared adapter, held by replay (TAME) and distillation (ECD).
     L2dm,
+    /// Session 24's L2DM: ungated blocks, the text side kept in a null space.
+    L2dmNullSpace,
     Finetune,
     Ewc,
     LoraMerge,
@@ -32,6 +35,7 @@ impl MethodArg {
     fn method(self) -> Method {
         match self {
             MethodArg::L2dm => Method::L2dm,
+            MethodArg::L2dmNullSpace => Method::L2dmNullSpace,
             MethodArg::Finetune => Method::Finetune,
             MethodArg::Ewc => Method::Ewc,
             MethodArg::LoraMerge => Method::LoraMerge,
@@ -206,7 +210,7 @@ pub fn teach(args: TeachArgs) -> Result<()> {
         return Err(Error::InvalidInput("--steps must be at least 1".into()));
     }
     let memory = MemoryOptions::default();
-    if matches!(method, Method::L2dm) && !learner.memories.iter().any(|m| m.concept.is_none()) {
+    if method.keeps_memory() && !method.gated() && !learner.memories.iter().any(|m| m.concept.is_none()) {
         eprintln!("generating base-model memory (once per store)...");
         learner.remember_base(&base_prompts(&model_dir), &memory, args.seed)?;
     }

@@ -218,7 +218,7 @@ fn routed_lessons_isolate_concepts_and_leave_plain_prompts_alone() {
 #[test]
 fn method_names_are_the_ones_the_store_records() {
     use Method::*;
-    for m in [L2dm, L2dmNoTame, L2dmNoEcd, L2dmNoOa, L2dmNoNullSpace, Finetune, Ewc, LoraMerge, Routed] {
+    for m in [L2dm, L2dmNullSpace, L2dmNoTame, L2dmNoEcd, L2dmNoOa, L2dmNoNullSpace, Finetune, Ewc, LoraMerge, Routed] {
         assert_eq!(serde_json::to_value(m).unwrap(), m.name());
     }
 }

@@ -1,4 +1,4 @@
-//! Null-space lessons (`--method l2dm`, src/lifelong/null_space.rs) on the tiny SD-1 fixture: a
+//! Null-space lessons (`--method l2dm-null-space`, src/lifelong/null_space.rs) on the tiny SD-1 fixture: a
 //! second lesson leaves the first concept's prompt, a remembered plain prompt and the empty
 //! prompt as they were, while the shared adapter trained without the null space moves them; two
 //! shared concepts compose by region; the grown state reloads exactly.
@@ -41,7 +41,7 @@ fn two_lessons(method: Method, image_sites: bool) -> (Vec<f32>, f32, Learner) {
     let report = l.lesson("two", &[picture(10, 38), picture(40, 4)], method, &options, &memory, &mut |_| {}).expect("lesson two");
     let moved = WATCHED.iter().zip(&before).map(|(p, b)| gap(&predict(&l, p), b)).collect();
     let apart = gap(&predict(&l, "a <two>"), &predict(&l, "a <one>"));
-    if method == Method::L2dm {
+    if method == Method::L2dmNullSpace {
         let (k, d) = report.protected.expect("a null-space lesson reports its basis");
         assert!(0 < k && k < d, "{k} of {d} directions protected");
         assert_eq!(values(l.adapter.embeddings[0].clone()), embedding, "<one>'s embedding is frozen");
@@ -52,7 +52,7 @@ fn two_lessons(method: Method, image_sites: bool) -> (Vec<f32>, f32, Learner) {
 
 #[test]
 fn a_null_space_lesson_on_the_text_sites_leaves_earlier_prompts_as_they_were() {
-    let (guarded, apart, l) = two_lessons(Method::L2dm, false);
+    let (guarded, apart, l) = two_lessons(Method::L2dmNullSpace, false);
     let (open, _, _) = two_lessons(Method::L2dmNoNullSpace, false);
     eprintln!("moved by the second lesson ({WATCHED:?}): null space {guarded:?}, without {open:?}; <two> vs <one> {apart}");
     assert!(apart > 1e-3, "<two> draws differently from <one>: {apart}");

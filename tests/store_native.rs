@@ -46,7 +46,7 @@ fn state(concepts: &[&str], seed: f32) -> (Vec<ConceptEntry>, StateBlobs) {
     let entries = concepts
         .iter()
         .enumerate()
-        .map(|(i, c)| ConceptEntry { name: c.to_string(), token: concept_token(c), token_id: 49408 + i as i64, added_in: 1, meta: serde_json::Value::Null, rank_rows: None })
+        .map(|(i, c)| ConceptEntry { name: c.to_string(), token: concept_token(c), token_id: 49408 + i as i64, added_in: 1, meta: serde_json::Value::Null, rank_rows: None, gated: false })
         .collect();
     (entries, StateBlobs { adapter, memories })
 }

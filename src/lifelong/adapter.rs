@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::loader::LoadedModel;
 use crate::model::attention::{Attention, BasicTransformerBlock, Transformer2DModel};
 use crate::model::clip::ClipTextModel;
+use crate::model::gate::gate_channels;
 use crate::model::nn::{Linear, Lora};
 use crate::model::unet::UNet2DConditionModel;
 use crate::rng::Rng;
@@ -178,6 +179,11 @@ pub struct Adapter {
     /// Per concept (same order as `concepts`), the LoRA rank rows it owns, when each concept has
     /// its own LoRA block (the `routed` method); empty when every concept shares all of them.
     pub routes: Vec<std::ops::Range<usize>>,
+    /// Whether each concept's block (its `routes` rows) is concept-gated (src/model/gate.rs):
+    /// L2DM's shared adapter, every block in place for every prompt, each acting only where its
+    /// concept's token reaches; the rows before the first concept's are the common block, open
+    /// wherever any concept is.
+    pub gated: bool,
 }
 
 impl Adapter {
@@ -197,7 +203,7 @@ impl Adapter {
                 sites.push(format!("{path}.{}", target.key()));
             }
         }
-        Ok(Self { config, sites, down, up, concepts: Vec::new(), embeddings: Vec::new(), fisher: None, routes: Vec::new() })
+        Ok(Self { config, sites, down, up, concepts: Vec::new(), embeddings: Vec::new(), fisher: None, routes: Vec::new(), gated: false })
     }
 
     /// Registers concept `name` (`token` in prompts, tokenizer id `token_id`), starting from `init`
@@ -228,6 +234,7 @@ impl Adapter {
                     down: Param::from_tensor(self.down[index].clone()),
                     up: Param::from_tensor(self.up[index].clone()),
                     scale: self.config.scale(),
+                    blocks: if self.gated { self.routes.len() + 1 } else { 0 },
                 });
                 index += 1;
             }
@@ -262,11 +269,16 @@ impl Adapter {
         if k == 0 {
             return Ok(text_encoder.forward_embeds(base));
         }
+        let gates = self.gated.then(|| gate_channels(ids, &self.concepts.iter().map(|c| c.token_id).collect::<Vec<_>>(), device));
         let onehot = Tensor::<3>::from_data(TensorData::new(onehot, [b, n, k]), device);
         let keep = onehot.clone().sum_dim(2).neg().add_scalar(1.0);
         let table = Tensor::cat(self.embeddings.clone(), 0).unsqueeze::<3>().repeat_dim(0, b);
         let tokens = base * keep + onehot.matmul(table);
-        Ok(text_encoder.forward_embeds(tokens))
+        let hidden = text_encoder.forward_embeds(tokens);
+        Ok(match gates {
+            Some(gates) => Tensor::cat(vec![hidden, gates], 2),
+            None => hidden,
+        })
     }
 
     /// Whether the LoRA tensors are leaves that require gradients (a student, not a teacher).
@@ -325,9 +337,24 @@ impl Adapter {
         for range in present.iter().filter_map(|&i| self.routes.get(i)) {
             keep[range.start.min(rank)..range.end.min(rank)].iter_mut().for_each(|k| *k = 1.0);
         }
+        if self.gated && !present.is_empty() {
+            // The common block (the rows before the first concept's) serves every concept.
+            let common = self.routes.first().map_or(0, |r| r.start.min(rank));
+            keep[..common].iter_mut().for_each(|k| *k = 1.0);
+        }
         let mask = Tensor::<2>::from_data(TensorData::new(keep, [rank, 1]), &device);
         let up = self.up.iter().map(|u| u.clone().detach() * mask.clone()).collect();
         Self { up, ..self.frozen(&device) }
+    }
+
+    /// Whether the concepts are routed blocks, concept-gated blocks or one shared adapter.
+    pub fn kind(&self) -> super::method::StateKind {
+        use super::method::StateKind;
+        match (self.routes.is_empty(), self.gated) {
+            (_, true) => StateKind::Gated,
+            (false, false) => StateKind::Routed,
+            (true, false) => StateKind::Shared,
+        }
     }
 
     /// Indices of the concepts whose token occurs in `prompt`.
@@ -342,6 +369,14 @@ impl Adapter {
     pub fn install(&self, model: &mut LoadedModel) -> Result<()> {
         let this = self.frozen(&model.text_encoder.token_embedding.val().device());
         let merged = this.apply_unet(&model.unet)?;
+        if this.gated {
+            // A gate depends on the prompt and the position, so gated blocks stay beside their
+            // weights, and the text encoding appends the gates (src/model/gate.rs).
+            model.unet = merged;
+            model.gate_tokens = this.concepts.iter().map(|c| c.token_id).collect();
+            return install_tokens(&this, model);
+        }
+        model.gate_tokens.clear();
         let mut unet = merged;
         for (_, block) in transformer_blocks(&mut unet) {
             for target in Target::ALL {

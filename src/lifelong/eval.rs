@@ -296,7 +296,7 @@ pub fn run_method(
     let all = novel_concepts();
     let taught = taught_concepts(options)?;
     let mut learner = Learner::new(base.clone(), device.clone(), trained.clone(), options.adapter.clone())?;
-    if method.keeps_memory() {
+    if method.keeps_memory() && !method.gated() {
         learner.remember_base(&base_prompts(true, 6), &options.memory, options.seed)?;
     }
     let (mut after, mut seconds, mut samples) = (Vec::new(), Vec::new(), Vec::new());

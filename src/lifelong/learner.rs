@@ -6,8 +6,9 @@ use burn::prelude::*;
 
 use super::adapter::{Adapter, AdapterConfig};
 use super::lesson::{teach, Example, LessonOptions, LessonProgress, LessonReport, Prior, Replay, Trainer};
+use super::gate;
 use super::null_space;
-pub use super::method::Method;
+pub use super::method::{Method, StateKind};
 use super::protect::accumulate_fisher;
 use super::selfcheck::{best_candidate, signature, SampleOptions, Signature};
 use super::init::{self, Scored};
@@ -131,7 +132,12 @@ impl Learner {
         let token = concept_token(name);
         let token_id = self.trainer.model.tokenizer.add_token(&token)?;
         let (new, refined) = self.examples(&token, pictures, options.refine_steps)?;
-        let replay = self.replay();
+        let mut replay = self.replay();
+        if method.gated() {
+            // A gated block is exactly zero on prompts without a concept (src/model/gate.rs): the
+            // base memory cannot move, and replaying it would only double the first lesson's cost.
+            replay.retain(|r| r.concept.is_some());
+        }
         let teacher = (!replay.is_empty()).then(|| self.adapter.frozen(&self.trainer.device));
         let (init, ranked) = self.initial_embedding(&token, &new, options)?;
         let options = LessonOptions { protection: method.protection(), uncond: method.uncond(options.uncond, options.image_sites), ..options.clone() };
@@ -151,7 +157,7 @@ impl Learner {
             let check = SelfCheck { taught, sample: SampleOptions { steps: memory.steps, guidance, seed: options.seed ^ 0xC4EC } };
             self.lesson_merged(name, &token, token_id, init, (&taught_on, &new), &options, method == Method::Routed, &check, progress)?
         } else {
-            let (mut student, guard) = null_space::student(self, &options)?;
+            let (mut student, guard) = if options.protection.gated { (gate::student(self, options.seed)?, None) } else { null_space::student(self, &options)? };
             student.add_concept(name, &token, token_id, init)?;
             let prior = Prior { teacher: teacher.as_ref(), guard: guard.as_ref() };
             let mut report = teach(&self.trainer, &mut student, prior, &taught_on, &replay, &options, progress)?;
@@ -178,24 +184,25 @@ impl Learner {
     /// that keep every concept on the built-in model (README, "Lessons": nothing forgotten over
     /// eight lessons, where the shared adapter under L2DM's replay and distillation still forgets).
     pub fn default_method(&self) -> Method {
-        if self.adapter.concepts.is_empty() || !self.adapter.routes.is_empty() {
-            Method::Routed
-        } else {
-            Method::L2dm
+        match self.adapter.kind() {
+            _ if self.adapter.concepts.is_empty() => Method::Routed,
+            StateKind::Routed => Method::Routed,
+            StateKind::Gated => Method::L2dm,
+            StateKind::Shared => Method::L2dmNullSpace,
         }
     }
 
     /// A state is routed (each concept its own block) or shared, never both: a shared lesson would
     /// train every concept's block, a routed one cannot isolate concepts that share rows.
     fn check_method(&self, method: Method) -> Result<()> {
-        let routed = !self.adapter.routes.is_empty();
-        if self.adapter.concepts.is_empty() || routed == (method == Method::Routed) {
+        let kind = self.adapter.kind();
+        if self.adapter.concepts.is_empty() || kind == StateKind::of(method) {
             return Ok(());
         }
-        Err(Error::InvalidInput(if routed {
-            "this store's concepts were taught with the `routed` method (one LoRA block each); teach with `--method routed` or use another store".into()
-        } else {
-            "this store's concepts share one adapter; the `routed` method needs an empty store or one whose concepts were all taught routed".into()
+        Err(Error::InvalidInput(match kind {
+            StateKind::Routed => "this store's concepts were taught with the `routed` method (one LoRA block each); teach with `--method routed` or use another store".into(),
+            StateKind::Gated => "this store's concepts were taught with `--method l2dm` (concept-gated blocks); teach with `--method l2dm` or use another store".into(),
+            StateKind::Shared => format!("this store's concepts share one ungated adapter; `{}` needs an empty store or one taught the same way (`--method l2dm-null-space`)", method.name()),
         }))
     }
 

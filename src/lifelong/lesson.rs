@@ -47,6 +47,8 @@ pub struct Protection {
     /// Each lesson a new block reading only text directions earlier prompts leave unused, earlier
     /// blocks and embeddings frozen (src/lifelong/null_space.rs).
     pub null_space: bool,
+    /// Each lesson a new concept-gated block (src/lifelong/gate.rs); every block trainable.
+    pub gated: bool,
 }
 
 /// Lesson settings.
@@ -138,7 +140,7 @@ impl Default for LessonOptions {
             distill: 0.3,
             kappa: 1.0,
             uncond: 1.0,
-            protection: Protection { replay: true, distill: true, ewc: 0.0, oa: 0.05, null_space: true },
+            protection: Protection { replay: true, distill: true, ewc: 0.0, oa: 0.05, null_space: true, gated: false },
             seed: 0,
         }
     }
@@ -249,6 +251,7 @@ pub fn teach(
         let g: Vec<Option<Tensor<2>>> = adapter.params().iter().map(|p| p.grad(&grads)).collect();
         let g = match prior.guard {
             Some(guard) => guard.mask(g),
+            None if adapter.gated => hold_earlier(g, adapter),
             None => g,
         };
         let mut params = adapter.params();
@@ -274,6 +277,31 @@ pub fn teach(
         adapter.set_params(averaged.into_iter().map(|p| p.detach().require_grad()).collect());
     }
     Ok(LessonReport { steps: options.steps, first_loss: first, last_loss: last, elastic: elastic.weights(options), candidates, kept_step: options.steps, scores: Vec::new(), init_words: Vec::new(), refined: None, protected: None })
+}
+
+/// A gated lesson trains the common block (held for earlier concepts by TAME and ECD), the new
+/// concept's block and its embedding; earlier concepts' blocks and embeddings stay (each is its
+/// concept's alone, and replay's few samples would only pull them off: session 28's first gated
+/// run, every block trained, lost its first three concepts entirely).
+fn hold_earlier(grads: Vec<Option<Tensor<2>>>, adapter: &Adapter) -> Vec<Option<Tensor<2>>> {
+    let sites = adapter.down.len();
+    let rank = adapter.config.rank;
+    let common = adapter.routes.first().map_or(0, |r| r.start);
+    let new = adapter.routes.last().cloned().unwrap_or(0..0);
+    let keep: Vec<f32> = (0..rank).map(|r| if r < common || new.contains(&r) { 1.0 } else { 0.0 }).collect();
+    let Some(device) = adapter.down.first().map(Tensor::device) else { return grads };
+    let column = Tensor::<2>::from_data(TensorData::new(keep.clone(), [1, rank]), &device);
+    let row = Tensor::<2>::from_data(TensorData::new(keep, [rank, 1]), &device);
+    let earlier = adapter.embeddings.len().saturating_sub(1);
+    grads
+        .into_iter()
+        .enumerate()
+        .map(|(i, g)| match i {
+            i if i < sites => g.map(|g| g * column.clone()),
+            i if i < 2 * sites => g.map(|g| g * row.clone()),
+            i => (i - 2 * sites >= earlier).then_some(g).flatten(),
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -8,9 +8,13 @@ use super::lesson::{LessonOptions, Protection};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// Replay (TAME) + elastic distillation (ECD) into the shared adapter, each lesson's block
-    /// kept off the text directions earlier prompts use (src/lifelong/null_space.rs).
+    /// Replay (TAME) + elastic distillation (ECD) into the shared adapter, whose blocks are
+    /// concept-gated (src/model/gate.rs): each lesson adds a block that acts only where its
+    /// concept's token reaches, and trains every block and embedding, held by TAME and ECD.
     L2dm,
+    /// Session 24's L2DM: each lesson's block kept off the text directions earlier prompts use
+    /// (src/lifelong/null_space.rs), earlier blocks frozen; not gated.
+    L2dmNullSpace,
     /// L2DM without the null space: every lesson trains the whole shared adapter (all its rows,
     /// all concepts' embeddings), held by TAME and ECD alone.
     L2dmNoNullSpace,
@@ -31,11 +35,33 @@ pub enum Method {
     Routed,
 }
 
+/// What a state's concepts are: routed blocks, concept-gated blocks or one ungated shared
+/// adapter. A state is one of them, never a mix: a lesson of one kind cannot keep the others'
+/// concepts apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    Routed,
+    Gated,
+    Shared,
+}
+
+impl StateKind {
+    /// The kind of state a lesson with `method` makes.
+    pub fn of(method: Method) -> Self {
+        match method {
+            Method::Routed => StateKind::Routed,
+            m if m.gated() => StateKind::Gated,
+            _ => StateKind::Shared,
+        }
+    }
+}
+
 impl Method {
     /// The name `--method` and the stores' lesson records use.
     pub fn name(self) -> &'static str {
         match self {
             Method::L2dm => "l2dm",
+            Method::L2dmNullSpace => "l2dm-null-space",
             Method::L2dmNoTame => "l2dm-no-tame",
             Method::L2dmNoEcd => "l2dm-no-ecd",
             Method::L2dmNoOa => "l2dm-no-oa",
@@ -49,14 +75,15 @@ impl Method {
 
     pub(super) fn protection(self) -> Protection {
         let (replay, distill) = match self {
-            Method::L2dm | Method::L2dmNoOa | Method::L2dmNoNullSpace => (true, true),
+            Method::L2dm | Method::L2dmNoOa | Method::L2dmNullSpace | Method::L2dmNoNullSpace => (true, true),
             Method::L2dmNoTame => (false, true),
             Method::L2dmNoEcd => (true, false),
             Method::Finetune | Method::Ewc | Method::LoraMerge | Method::Routed => (false, false),
         };
-        let oa = if matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd | Method::L2dmNoNullSpace) { 0.05 } else { 0.0 };
-        let null_space = self.keeps_memory() && self != Method::L2dmNoNullSpace;
-        Protection { replay, distill, ewc: if self == Method::Ewc { 5e4 } else { 0.0 }, oa, null_space }
+        let oa = if matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd | Method::L2dmNullSpace | Method::L2dmNoNullSpace) { 0.05 } else { 0.0 };
+        let gated = self.gated();
+        let null_space = self == Method::L2dmNullSpace;
+        Protection { replay, distill, ewc: if self == Method::Ewc { 5e4 } else { 0.0 }, oa, null_space, gated }
     }
 
     /// The unconditional anchor's weight for this method. A routed block is installed only for
@@ -71,17 +98,23 @@ impl Method {
     /// keys and values (its hidden states are protected), so there the anchor would only cost a pass.
     pub(super) fn uncond(self, requested: f32, image_sites: bool) -> f32 {
         let text_only = self.protection().null_space && !image_sites;
-        if matches!(self, Method::Routed | Method::Finetune) || text_only { 0.0 } else { requested }
+        // A gated block is as a routed one: the empty prompt never opens its gate.
+        if matches!(self, Method::Routed | Method::Finetune) || self.gated() || text_only { 0.0 } else { requested }
     }
 
     /// Lesson steps when none are asked for: 300 for a routed block (README, "Lessons": 150
     /// and 500 identified less on the built-in model), [`LessonOptions`]' 150 for the shared
     /// adapter, whose replay doubles each step's batch.
     pub fn default_steps(self) -> usize {
-        if self == Method::Routed { 300 } else { LessonOptions::default().steps }
+        if self == Method::Routed || self.gated() { 300 } else { LessonOptions::default().steps }
     }
 
     pub fn keeps_memory(self) -> bool {
-        matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd | Method::L2dmNoOa | Method::L2dmNoNullSpace)
+        matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd | Method::L2dmNoOa | Method::L2dmNullSpace | Method::L2dmNoNullSpace)
+    }
+
+    /// Whether the lesson adds a concept-gated block (L2DM and its TAME, ECD and OA ablations).
+    pub fn gated(self) -> bool {
+        matches!(self, Method::L2dm | Method::L2dmNoTame | Method::L2dmNoEcd | Method::L2dmNoOa)
     }
 }

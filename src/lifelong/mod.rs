@@ -6,6 +6,7 @@ pub mod adapter;
 pub mod artist;
 pub mod augment;
 pub mod compose;
+pub mod gate;
 pub mod store;
 pub mod lesson;
 pub mod learner;

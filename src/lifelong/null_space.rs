@@ -98,7 +98,7 @@ pub(super) fn student(learner: &Learner, options: &LessonOptions) -> Result<(Ada
 /// sites (and with `image_sites` everywhere; zero elsewhere), `B` zero, so the grown state is the
 /// same model. Alpha grows with the rank so every block keeps the scale `alpha / rank` it was
 /// trained with.
-fn grow(adapter: &Adapter, rank: usize, image_sites: bool, seed: u64, device: &Device) -> (Adapter, Range<usize>) {
+pub(super) fn grow(adapter: &Adapter, rank: usize, image_sites: bool, seed: u64, device: &Device) -> (Adapter, Range<usize>) {
     let old = adapter.frozen(device);
     let mut rng = Rng::new(seed ^ 0x9A11);
     let start = old.config.rank;

@@ -53,7 +53,12 @@ pub fn orthogonality(trainer: &Trainer, adapter: &Adapter) -> Result<Tensor<1>> 
     let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let ids = trainer.ids(&refs)?;
     let hidden = adapter.encode_ids(&trainer.model.text_encoder, &ids, &trainer.device)?;
-    let [k, _, d] = hidden.dims();
+    // A gated adapter's context carries its gate channels; the keys read the text features, and
+    // concept i's token sits under block i's gate alone.
+    let gates = if adapter.gated { 2 * adapter.concepts.len() } else { 0 };
+    let [k, _, width] = hidden.dims();
+    let d = width - gates;
+    let gate = adapter.gated.then(|| Tensor::cat(vec![Tensor::<2>::ones([k, 1], &trainer.device), Tensor::<2>::eye(k, &trainer.device)], 1).unsqueeze_dim::<3>(1));
     let rows: Vec<Tensor<2>> = adapter
         .concepts
         .iter()
@@ -70,10 +75,11 @@ pub fn orthogonality(trainer: &Trainer, adapter: &Adapter) -> Result<Tensor<1>> 
     let sites = super::adapter::cross_attentions(&mut unet);
     let n_sites = sites.len().max(1);
     for (_, attn) in sites {
-        let keys = attn.to_k.forward(h.clone());
+        let keys = attn.to_k.forward_gated(h.clone().unsqueeze_dim::<3>(1), gate.as_ref()).squeeze_dim::<2>(1);
         let unit = keys.clone() / keys.square().sum_dim(1).sqrt().add_scalar(1e-6);
         let new = unit.clone().narrow(0, k - 1, 1);
-        let old = unit.narrow(0, 0, k - 1);
+        // A gated state's earlier concepts are held by TAME and ECD: OA moves the new one away.
+        let old = if adapter.gated { unit.narrow(0, 0, k - 1).detach() } else { unit.narrow(0, 0, k - 1) };
         let cos = old.matmul(new.transpose()); // [k-1, 1]
         let term = cos.square().mean();
         total = Some(match total {

@@ -68,6 +68,7 @@ pub fn save(learner: &Learner, previous: &[ConceptEntry], next: u32) -> Result<(
                 added_in: old.map_or(next, |p| p.added_in),
                 meta: old.map_or(serde_json::Value::Null, |p| p.meta.clone()),
                 rank_rows: a.routes.get(i).map(|r| [r.start, r.end]),
+                gated: a.gated,
             }
         })
         .collect();
@@ -185,6 +186,10 @@ fn adapter_from_blobs(
         return Err(Error::InvalidInput(format!("the store holds an embedding for `{orphan}` that its manifest does not list; it is inconsistent")));
     }
     adapter.routes = routes_of(concepts, rank)?;
+    adapter.gated = concepts.iter().any(|c| c.gated);
+    if adapter.gated && (concepts.iter().any(|c| !c.gated) || adapter.routes.len() != concepts.len() || rank % (concepts.len() + 1) != 0) {
+        return Err(Error::InvalidInput("the store's gated concepts do not each own an equal block of the adapter; it is inconsistent, restore an earlier version".into()));
+    }
     Ok(Some(adapter))
 }
 

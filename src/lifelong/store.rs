@@ -66,6 +66,10 @@ pub struct ConceptEntry {
     /// names); absent when all concepts share the whole adapter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rank_rows: Option<[usize; 2]>,
+    /// Whether the block in `rank_rows` is concept-gated (L2DM's shared adapter: every block in
+    /// place for every prompt, each acting where its token reaches; src/model/gate.rs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gated: bool,
 }
 
 /// The replay memory of one concept: prompts and tensors (latents, feature bank).

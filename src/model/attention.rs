@@ -6,6 +6,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::nn::{Conv2d, GroupNorm, LayerNorm, Linear};
+use super::gate::gates;
 use crate::error::Result;
 use crate::kernels::attention::{self as fused, AttentionControl, AttentionOutput};
 use crate::kernels::geglu::geglu;
@@ -68,12 +69,26 @@ impl Attention {
     /// [`Attention::forward`] with steering (score bias map, per-key scale) and, when
     /// `control.export_probs`, the probabilities averaged over heads `[b, n, m]`.
     pub fn forward_controlled(&self, x: Tensor<3>, context: Option<&Tensor<3>>, control: &AttentionControl) -> (Tensor<3>, Option<Tensor<3>>) {
+        self.forward_gated(x, context, None, control)
+    }
+
+    /// [`Attention::forward_controlled`] with concept-gated LoRAs: `gates` are the gates of the
+    /// queries' positions and of the keys' (`[b, n, blocks]`, `[b, m, blocks]`); `None` leaves
+    /// gated LoRAs out.
+    pub fn forward_gated(
+        &self,
+        x: Tensor<3>,
+        context: Option<&Tensor<3>>,
+        gates: Option<(&Tensor<3>, &Tensor<3>)>,
+        control: &AttentionControl,
+    ) -> (Tensor<3>, Option<Tensor<3>>) {
         let context = context.cloned().unwrap_or_else(|| x.clone());
-        let q = split_heads(self.to_q.forward(x), self.heads);
-        let k = split_heads(self.to_k.forward(context.clone()), self.heads);
-        let v = split_heads(self.to_v.forward(context), self.heads);
+        let (query_gate, key_gate) = (gates.map(|g| g.0), gates.map(|g| g.1));
+        let q = split_heads(self.to_q.forward_gated(x, query_gate), self.heads);
+        let k = split_heads(self.to_k.forward_gated(context.clone(), key_gate), self.heads);
+        let v = split_heads(self.to_v.forward_gated(context, key_gate), self.heads);
         let AttentionOutput { out, probs } = fused::attention(q, k, v, control);
-        (self.to_out.forward(merge_heads(out)), probs)
+        (self.to_out.forward_gated(merge_heads(out), query_gate), probs)
     }
 }
 
@@ -95,7 +110,12 @@ impl FeedForward {
 
     /// GEGLU is one fused kernel on burn-wgpu (src/kernels/geglu.rs).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.out.forward(geglu(self.proj.forward(x)))
+        self.forward_gated(x, None)
+    }
+
+    /// [`Self::forward`] with concept-gated LoRAs (`gate` `[b, n, blocks]`).
+    pub fn forward_gated(&self, x: Tensor<3>, gate: Option<&Tensor<3>>) -> Tensor<3> {
+        self.out.forward_gated(geglu(self.proj.forward_gated(x, gate)), gate)
     }
 }
 
@@ -123,18 +143,21 @@ impl BasicTransformerBlock {
     }
 
     pub fn forward(&self, x: Tensor<3>, context: &Tensor<3>) -> Tensor<3> {
-        let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
-        let x = self.attn2.forward(self.norm2.forward(x.clone()), Some(context)) + x;
-        self.ff.forward(self.norm3.forward(x.clone())) + x
+        self.forward_controlled(x, context, &AttentionControl::default()).0
     }
 
     /// [`Self::forward`] with attn2 under `control` (score bias, exported maps); returns attn2's
-    /// head-averaged probabilities `[b, n, m]` when `control.export_probs`.
+    /// head-averaged probabilities `[b, n, m]` when `control.export_probs`. A context wider than
+    /// attn2's keys carries concept gates ([`gates`]); without them every op is the plain one.
     pub fn forward_controlled(&self, x: Tensor<3>, context: &Tensor<3>, control: &AttentionControl) -> (Tensor<3>, Option<Tensor<3>>) {
-        let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
-        let (attn, probs) = self.attn2.forward_controlled(self.norm2.forward(x.clone()), Some(context), control);
+        let (text, gates) = gates(&self.attn2, x.dims()[1], context);
+        let image = gates.as_ref().map(|g| (&g.image, &g.image));
+        let x = self.attn1.forward_gated(self.norm1.forward(x.clone()), None, image, &AttentionControl::default()).0 + x;
+        let cross = gates.as_ref().map(|g| (&g.image, &g.text));
+        let (attn, probs) = self.attn2.forward_gated(self.norm2.forward(x.clone()), Some(&text), cross, control);
         let x = attn + x;
-        (self.ff.forward(self.norm3.forward(x.clone())) + x, probs)
+        let ff = self.ff.forward_gated(self.norm3.forward(x.clone()), gates.as_ref().map(|g| &g.image));
+        (ff + x, probs)
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod clip;
 pub mod embeddings;
+pub mod gate;
 pub mod nn;
 pub mod resnet;
 pub mod unet;

@@ -31,6 +31,9 @@ pub struct Lora {
     /// `B^T`: `[r, out]`.
     pub up: Param<Tensor<2>>,
     pub scale: f64,
+    /// Concept-gated blocks (L2DM's lessons, src/lifelong/gate.rs): the rank rows split into this
+    /// many equal blocks, block `k` scaled per position by gate `k`; 0: ungated (plain LoRA).
+    pub blocks: usize,
 }
 
 impl Lora {
@@ -38,6 +41,23 @@ impl Lora {
     /// `[..., in]` -> `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         linear(linear(x, self.down.val(), None), self.up.val(), None).mul_scalar(self.scale)
+    }
+
+    /// [`Self::forward`] with each block's rank rows scaled by its gate: `gate` `[b, n, blocks]`
+    /// for input `[b, n, in]`. A gated LoRA without a gate adds nothing (no concept is present).
+    pub fn forward_gated(&self, x: Tensor<3>, gate: Option<&Tensor<3>>) -> Option<Tensor<3>> {
+        if self.blocks == 0 {
+            return Some(self.forward(x));
+        }
+        let gate = gate?;
+        let [b, n, k] = gate.dims();
+        let rank = self.down.val().dims()[1];
+        if k != self.blocks || !rank.is_multiple_of(k) {
+            return None;
+        }
+        let rows = gate.clone().unsqueeze_dim::<4>(3).repeat_dim(3, rank / k).reshape([b, n, rank]);
+        let z = linear(x, self.down.val(), None) * rows;
+        Some(linear(z, self.up.val(), None).mul_scalar(self.scale))
     }
 }
 
@@ -53,9 +73,25 @@ impl Linear {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let out = linear(x.clone(), self.weight.val(), self.bias.as_ref().map(|b| b.val()));
         match &self.lora {
-            Some(lora) => out + lora.forward(x),
+            // A gated LoRA acts only where its gate says (forward_gated); without one, nowhere.
+            Some(lora) if lora.blocks == 0 => out + lora.forward(x),
+            _ => out,
+        }
+    }
+
+    /// [`Self::forward`] whose LoRA, when gated, is scaled per position by `gate`
+    /// ([`Lora::forward_gated`]).
+    pub fn forward_gated(&self, x: Tensor<3>, gate: Option<&Tensor<3>>) -> Tensor<3> {
+        let out = linear(x.clone(), self.weight.val(), self.bias.as_ref().map(|b| b.val()));
+        match self.lora.as_ref().and_then(|lora| lora.forward_gated(x, gate)) {
+            Some(delta) => out + delta,
             None => out,
         }
+    }
+
+    /// The base projection alone, without any LoRA.
+    pub fn forward_base<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
     }
 }
 

@@ -181,7 +181,7 @@ async fn lesson(
         let words = options.words.get(i).or(options.words.first()).cloned();
         taught.push(Picture { image: read_picture(&picture, i, size, &learner.device)?, words });
     }
-    if method == Method::L2dm && !learner.memories.iter().any(|m| m.concept.is_none()) {
+    if method.keeps_memory() && !method.gated() && !learner.memories.iter().any(|m| m.concept.is_none()) {
         report(on_progress, "base-memory", 0, lesson_options.steps, f32::NAN);
         learner.remember_base(&base_prompts(model_name == "builtin", base_count), &memory, options.seed)?;
     }

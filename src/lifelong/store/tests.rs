@@ -1,7 +1,7 @@
 use super::*;
 
 fn concept(name: &str, v: u32) -> ConceptEntry {
-    ConceptEntry { name: name.into(), token: concept_token(name), token_id: 49408, added_in: v, meta: serde_json::json!({"lr": 1e-3}), rank_rows: None }
+    ConceptEntry { name: name.into(), token: concept_token(name), token_id: 49408, added_in: v, meta: serde_json::json!({"lr": 1e-3}), rank_rows: None, gated: false }
 }
 
 fn lora(name: &str) -> NamedTensor {
