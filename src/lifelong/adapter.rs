@@ -181,8 +181,7 @@ pub struct Adapter {
     pub routes: Vec<std::ops::Range<usize>>,
     /// Whether each concept's block (its `routes` rows) is concept-gated (src/model/gate.rs):
     /// L2DM's shared adapter, every block in place for every prompt, each acting only where its
-    /// concept's token reaches; the rows before the first concept's are the common block, open
-    /// wherever any concept is.
+    /// concept's token reaches.
     pub gated: bool,
 }
 
@@ -234,7 +233,7 @@ impl Adapter {
                     down: Param::from_tensor(self.down[index].clone()),
                     up: Param::from_tensor(self.up[index].clone()),
                     scale: self.config.scale(),
-                    blocks: if self.gated { self.routes.len() + 1 } else { 0 },
+                    blocks: if self.gated { self.routes.len() } else { 0 },
                 });
                 index += 1;
             }
@@ -336,11 +335,6 @@ impl Adapter {
         let mut keep = vec![0.0f32; rank];
         for range in present.iter().filter_map(|&i| self.routes.get(i)) {
             keep[range.start.min(rank)..range.end.min(rank)].iter_mut().for_each(|k| *k = 1.0);
-        }
-        if self.gated && !present.is_empty() {
-            // The common block (the rows before the first concept's) serves every concept.
-            let common = self.routes.first().map_or(0, |r| r.start.min(rank));
-            keep[..common].iter_mut().for_each(|k| *k = 1.0);
         }
         let mask = Tensor::<2>::from_data(TensorData::new(keep, [rank, 1]), &device);
         let up = self.up.iter().map(|u| u.clone().detach() * mask.clone()).collect();

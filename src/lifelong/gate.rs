@@ -1,10 +1,12 @@
 //! L2DM's shared adapter as concept-gated blocks: each lesson appends a LoRA block on every
 //! projection of the transformer blocks, owned by the new concept and gated by its token
 //! (src/model/gate.rs: the text positions the token reaches, the image of every prompt that holds
-//! it), beside a common block that is open wherever any concept is. The whole adapter is in place
-//! for every prompt. A lesson trains the common block, the new block and the new embedding;
-//! replay (TAME) and distillation from the state before the lesson (ECD) hold the common block
-//! for the earlier concepts, whose memory prompts open it.
+//! it). The whole adapter is in place for every prompt. A lesson trains the new block and the
+//! new embedding; earlier blocks and tokens stay, and the new block is closed on their prompts,
+//! so replay (TAME) and distillation (ECD) would have exactly nothing to hold: the lesson leaves
+//! them out (src/lifelong/learner.rs) and keeps TAME's memory only. This is parameter isolation
+//! inside one adapter; sharing trainable rows across concepts under TAME and ECD forgot or
+//! interfered in every form measured (README, "Lessons", session 28).
 //!
 //! Why gates: a block every prompt sees moves every earlier prompt with each lesson, and nothing
 //! a lesson can replay holds all of them (session 23: 34.4 points forgotten over four concepts;
@@ -21,9 +23,9 @@ use super::null_space::grow;
 use crate::error::{Error, Result};
 
 /// The lesson's student: the adapter with one more block of the configured rank for the new
-/// concept (its `A` drawn as PEFT does, `B` zero, so the grown state is the same model); the first
-/// lesson also grows the common block (the fresh adapter's rows). Trainable; the lesson's
-/// gradient mask keeps earlier concepts' blocks (src/lifelong/lesson.rs).
+/// concept (its `A` drawn as PEFT does, `B` zero, so the grown state is the same model; the first
+/// concept's block is the fresh adapter's rows). Trainable; the lesson's gradient mask keeps
+/// earlier concepts' blocks (src/lifelong/lesson.rs).
 pub(super) fn student(learner: &Learner, seed: u64) -> Result<Adapter> {
     let adapter = &learner.adapter;
     let rank = learner.block.rank;
@@ -31,11 +33,16 @@ pub(super) fn student(learner: &Learner, seed: u64) -> Result<Adapter> {
     if !adapter.routes.is_empty() && !adapter.gated {
         return Err(Error::InvalidInput("this store's concepts were taught with the `routed` method; teach with `--method routed`".into()));
     }
-    let blocks = adapter.concepts.len() + 1;
-    if adapter.config.rank != rank * if adapter.concepts.is_empty() { 1 } else { blocks } {
+    if adapter.concepts.is_empty() {
+        // A fresh adapter is zero (B = 0): its rows become the first concept's block.
+        let rows = adapter.config.rank;
+        return Ok(Adapter { routes: vec![0..rows], gated: true, ..adapter.trainable(device) });
+    }
+    if adapter.config.rank != rank * adapter.concepts.len() {
         return Err(Error::InvalidInput(format!(
-            "this state's blocks are not rank {rank} each (rank {} over {blocks} blocks); teach with the rank it was made with",
-            adapter.config.rank
+            "this state's blocks are not rank {rank} each (rank {} over {} concepts); teach with the rank it was made with",
+            adapter.config.rank,
+            adapter.concepts.len()
         )));
     }
     let (grown, block): (Adapter, Range<usize>) = grow(adapter, rank, true, seed, device);

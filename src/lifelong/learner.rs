@@ -134,9 +134,10 @@ impl Learner {
         let (new, refined) = self.examples(&token, pictures, options.refine_steps)?;
         let mut replay = self.replay();
         if method.gated() {
-            // A gated block is exactly zero on prompts without a concept (src/model/gate.rs): the
-            // base memory cannot move, and replaying it would only double the first lesson's cost.
-            replay.retain(|r| r.concept.is_some());
+            // The new block is closed on every memory prompt (none holds its token) and earlier
+            // blocks and tokens are held (src/lifelong/gate.rs): replay and distillation would give
+            // exactly zero gradient at twice a step's cost, so a gated lesson leaves them out.
+            replay.clear();
         }
         let teacher = (!replay.is_empty()).then(|| self.adapter.frozen(&self.trainer.device));
         let (init, ranked) = self.initial_embedding(&token, &new, options)?;

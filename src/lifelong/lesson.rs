@@ -279,16 +279,16 @@ pub fn teach(
     Ok(LessonReport { steps: options.steps, first_loss: first, last_loss: last, elastic: elastic.weights(options), candidates, kept_step: options.steps, scores: Vec::new(), init_words: Vec::new(), refined: None, protected: None })
 }
 
-/// A gated lesson trains the common block (held for earlier concepts by TAME and ECD), the new
-/// concept's block and its embedding; earlier concepts' blocks and embeddings stay (each is its
-/// concept's alone, and replay's few samples would only pull them off: session 28's first gated
-/// run, every block trained, lost its first three concepts entirely).
+/// A gated lesson trains its own block and token; earlier concepts' blocks and tokens stay as
+/// they were (each is its concept's alone: session 28's first gated run, which trained every
+/// block and token under TAME's replay and ECD's distillation, lost its first three concepts
+/// entirely; a common block open for every concept, trained by every lesson and held by TAME and
+/// ECD, pulled later concepts toward earlier ones: README, "Lessons").
 fn hold_earlier(grads: Vec<Option<Tensor<2>>>, adapter: &Adapter) -> Vec<Option<Tensor<2>>> {
     let sites = adapter.down.len();
     let rank = adapter.config.rank;
-    let common = adapter.routes.first().map_or(0, |r| r.start);
     let new = adapter.routes.last().cloned().unwrap_or(0..0);
-    let keep: Vec<f32> = (0..rank).map(|r| if r < common || new.contains(&r) { 1.0 } else { 0.0 }).collect();
+    let keep: Vec<f32> = (0..rank).map(|r| if new.contains(&r) { 1.0 } else { 0.0 }).collect();
     let Some(device) = adapter.down.first().map(Tensor::device) else { return grads };
     let column = Tensor::<2>::from_data(TensorData::new(keep.clone(), [1, rank]), &device);
     let row = Tensor::<2>::from_data(TensorData::new(keep, [rank, 1]), &device);

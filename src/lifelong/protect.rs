@@ -58,7 +58,7 @@ pub fn orthogonality(trainer: &Trainer, adapter: &Adapter) -> Result<Tensor<1>> 
     let gates = if adapter.gated { 2 * adapter.concepts.len() } else { 0 };
     let [k, _, width] = hidden.dims();
     let d = width - gates;
-    let gate = adapter.gated.then(|| Tensor::cat(vec![Tensor::<2>::ones([k, 1], &trainer.device), Tensor::<2>::eye(k, &trainer.device)], 1).unsqueeze_dim::<3>(1));
+    let gate = adapter.gated.then(|| Tensor::<2>::eye(k, &trainer.device).unsqueeze_dim::<3>(1));
     let rows: Vec<Tensor<2>> = adapter
         .concepts
         .iter()
@@ -78,7 +78,7 @@ pub fn orthogonality(trainer: &Trainer, adapter: &Adapter) -> Result<Tensor<1>> 
         let keys = attn.to_k.forward_gated(h.clone().unsqueeze_dim::<3>(1), gate.as_ref()).squeeze_dim::<2>(1);
         let unit = keys.clone() / keys.square().sum_dim(1).sqrt().add_scalar(1e-6);
         let new = unit.clone().narrow(0, k - 1, 1);
-        // A gated state's earlier concepts are held by TAME and ECD: OA moves the new one away.
+        // A gated state's earlier concepts stay as they were: OA moves the new one away.
         let old = if adapter.gated { unit.narrow(0, 0, k - 1).detach() } else { unit.narrow(0, 0, k - 1) };
         let cos = old.matmul(new.transpose()); // [k-1, 1]
         let term = cos.square().mean();

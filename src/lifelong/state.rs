@@ -187,7 +187,7 @@ fn adapter_from_blobs(
     }
     adapter.routes = routes_of(concepts, rank)?;
     adapter.gated = concepts.iter().any(|c| c.gated);
-    if adapter.gated && (concepts.iter().any(|c| !c.gated) || adapter.routes.len() != concepts.len() || rank % (concepts.len() + 1) != 0) {
+    if adapter.gated && (concepts.iter().any(|c| !c.gated) || adapter.routes.len() != concepts.len() || rank % concepts.len().max(1) != 0) {
         return Err(Error::InvalidInput("the store's gated concepts do not each own an equal block of the adapter; it is inconsistent, restore an earlier version".into()));
     }
     Ok(Some(adapter))

@@ -1,10 +1,9 @@
 //! Concept gates: where each concept-gated LoRA block acts (L2DM's shared adapter,
-//! src/lifelong/gate.rs). Block `1 + k` belongs to concept `k`; it acts on the text positions its
+//! src/lifelong/gate.rs). Block `k` belongs to concept `k`; it acts on the text positions its
 //! concept's token reaches in the causal text encoder (the token and every one after it) and on
 //! the image of every row whose prompt holds the token. A prompt without the token gives the
-//! block a zero gate everywhere, so it is exactly the model without the block. Block 0 is common
-//! to all concepts: open where any of them is, closed on prompts without concepts, so no lesson
-//! moves a prompt without concepts, the empty prompt included.
+//! block a zero gate everywhere, so it is exactly the model without the block: no lesson moves a
+//! prompt that does not name its concept, the empty prompt included.
 //!
 //! The gates travel with the text context: `2 * concepts` channels after the text features (the
 //! token's one-hot, then its reach), appended by the text encoding ([`gate_channels`]) and split
@@ -14,8 +13,7 @@ use burn::prelude::*;
 
 use super::attention::Attention;
 
-/// The gates of one transformer block, `1 + concepts` of them: block 0 is the common block, open
-/// wherever any concept's is; block `1 + k` is concept `k`'s.
+/// The gates of one transformer block, one per concept's block.
 pub struct Gates {
     /// `[b, n, blocks]`: 1 on every image position of a row whose prompt holds the concept's token.
     pub image: Tensor<3>,
@@ -56,7 +54,5 @@ pub fn gates(attn2: &Attention, n: usize, context: &Tensor<3>) -> (Tensor<3>, Op
     let token = context.clone().narrow(2, d, k);
     let reach = context.clone().narrow(2, d + k, k);
     let present = token.sum_dim(1).clamp(0.0, 1.0); // [b, 1, k]
-    // Block 0 is the concepts' common block: open wherever any concept's block is.
-    let any = |t: Tensor<3>| Tensor::cat(vec![t.clone().sum_dim(2).clamp(0.0, 1.0), t], 2);
-    (text, Some(Gates { image: any(present).repeat_dim(1, n), text: any(reach) }))
+    (text, Some(Gates { image: present.repeat_dim(1, n), text: reach }))
 }
