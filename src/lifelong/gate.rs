@@ -36,7 +36,7 @@ pub(super) fn student(learner: &Learner, seed: u64) -> Result<Adapter> {
     if adapter.concepts.is_empty() {
         // A fresh adapter is zero (B = 0): its rows become the first concept's block.
         let rows = adapter.config.rank;
-        return Ok(Adapter { routes: vec![0..rows], gated: true, ..adapter.trainable(device) });
+        return Ok(Adapter { routes: std::iter::once(0..rows).collect(), gated: true, ..adapter.trainable(device) });
     }
     if adapter.config.rank != rank * adapter.concepts.len() {
         return Err(Error::InvalidInput(format!(

@@ -8,9 +8,11 @@ use super::lesson::{LessonOptions, Protection};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// Replay (TAME) + elastic distillation (ECD) into the shared adapter, whose blocks are
-    /// concept-gated (src/model/gate.rs): each lesson adds a block that acts only where its
-    /// concept's token reaches, and trains every block and embedding, held by TAME and ECD.
+    /// The shared adapter as concept-gated blocks (src/model/gate.rs, src/lifelong/gate.rs): each
+    /// lesson adds a block open only on prompts holding its concept's token and trains it and the
+    /// token; earlier ones stay. TAME's memory is kept; its replay and ECD would give exactly zero
+    /// gradient (the new block is closed on every memory prompt), so the lesson leaves them out
+    /// and the TAME and ECD ablations equal this method.
     L2dm,
     /// Session 24's L2DM: each lesson's block kept off the text directions earlier prompts use
     /// (src/lifelong/null_space.rs), earlier blocks frozen; not gated.
