@@ -30,9 +30,6 @@ pub(super) fn student(learner: &Learner, seed: u64) -> Result<Adapter> {
     let adapter = &learner.adapter;
     let rank = learner.block.rank;
     let device = &learner.trainer.device;
-    if !adapter.routes.is_empty() && !adapter.gated {
-        return Err(Error::InvalidInput("this store's concepts were taught with the `routed` method; teach with `--method routed`".into()));
-    }
     if adapter.concepts.is_empty() {
         // A fresh adapter is zero (B = 0): its rows become the first concept's block.
         let rows = adapter.config.rank;

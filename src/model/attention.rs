@@ -150,7 +150,7 @@ impl BasicTransformerBlock {
     /// head-averaged probabilities `[b, n, m]` when `control.export_probs`. A context wider than
     /// attn2's keys carries concept gates ([`gates`]); without them every op is the plain one.
     pub fn forward_controlled(&self, x: Tensor<3>, context: &Tensor<3>, control: &AttentionControl) -> (Tensor<3>, Option<Tensor<3>>) {
-        let (text, gates) = gates(&self.attn2, x.dims()[1], context);
+        let (text, gates) = gates(&self.attn2, context);
         let image = gates.as_ref().map(|g| (&g.image, &g.image));
         let x = self.attn1.forward_gated(self.norm1.forward(x.clone()), None, image, &AttentionControl::default()).0 + x;
         let cross = gates.as_ref().map(|g| (&g.image, &g.text));

@@ -15,7 +15,8 @@ use super::attention::Attention;
 
 /// The gates of one transformer block, one per concept's block.
 pub struct Gates {
-    /// `[b, n, blocks]`: 1 on every image position of a row whose prompt holds the concept's token.
+    /// `[b, 1, blocks]`: 1 on a row whose prompt holds the concept's token (the same at every image
+    /// position, so it broadcasts over them rather than being repeated in every block).
     pub image: Tensor<3>,
     /// `[b, m, blocks]`: 1 on the text positions the concept's token reaches, else 0.
     pub text: Tensor<3>,
@@ -43,7 +44,7 @@ pub fn gate_channels(ids: &[Vec<i64>], tokens: &[i64], device: &Device) -> Tenso
 /// block's gates: a block acts on every image position of a row whose prompt holds its token.
 /// (Gating the image side by the attention attn2 pays the token, over its peak, learnt less: the
 /// crescent 75% of its probes against 100%, README "Lessons", session 28.)
-pub fn gates(attn2: &Attention, n: usize, context: &Tensor<3>) -> (Tensor<3>, Option<Gates>) {
+pub fn gates(attn2: &Attention, context: &Tensor<3>) -> (Tensor<3>, Option<Gates>) {
     let d = attn2.to_k.weight.dims()[0];
     let [_, _, c] = context.dims();
     if c <= d {
@@ -54,5 +55,5 @@ pub fn gates(attn2: &Attention, n: usize, context: &Tensor<3>) -> (Tensor<3>, Op
     let token = context.clone().narrow(2, d, k);
     let reach = context.clone().narrow(2, d + k, k);
     let present = token.sum_dim(1).clamp(0.0, 1.0); // [b, 1, k]
-    (text, Some(Gates { image: present.repeat_dim(1, n), text: reach }))
+    (text, Some(Gates { image: present, text: reach }))
 }

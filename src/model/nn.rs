@@ -44,7 +44,7 @@ impl Lora {
     }
 
     /// [`Self::forward`] with each block's rank rows scaled by its gate: `gate` `[b, n, blocks]`
-    /// for input `[b, n, in]`. A gated LoRA without a gate adds nothing (no concept is present).
+    /// (or `[b, 1, blocks]`, the same at every position) for input `[b, n, in]`. A gated LoRA without a gate adds nothing (no concept is present).
     pub fn forward_gated(&self, x: Tensor<3>, gate: Option<&Tensor<3>>) -> Option<Tensor<3>> {
         if self.blocks == 0 {
             return Some(self.forward(x));
