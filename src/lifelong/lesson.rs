@@ -11,6 +11,7 @@ use burn::prelude::*;
 use super::adam::Adam;
 use super::schedule::{candidate_steps, ema_update, lr_factor};
 use super::adapter::Adapter;
+use super::hold::Hold;
 use super::null_space::Guard;
 use super::protect::{distill_targets, ewc_penalty, orthogonality, unconditional_anchor, Elastic};
 pub use super::trainer::Trainer;
@@ -232,6 +233,13 @@ pub fn teach(
     // The object masks depend on the pictures only: made once, not at every step.
     let weights = if options.object_weight > 0.0 { object_weights(new, options.object_weight, &trainer.device)? } else { Vec::new() };
     let mut candidates = Vec::with_capacity(keep_at.len());
+    // A gated lesson trains its own block and token; earlier concepts' blocks and tokens stay as
+    // they were (each is its concept's alone: session 28's first gated run, which trained every
+    // block and token under TAME's replay and ECD's distillation, lost its first three concepts
+    // entirely; a common block open for every concept, trained by every lesson and held by TAME and
+    // ECD, pulled later concepts toward earlier ones: README, "Lessons").
+    let gated = adapter.gated.then(|| Hold::last_block(adapter, &trainer.device));
+    let hold = prior.guard.map(|g| &g.hold).or(gated.as_ref());
     for step in 1..=options.steps {
         let (loss, distill) = step_loss(trainer, adapter, prior.teacher, (new, &weights), replay, options, &mut elastic, [&mut rng, &mut replay_rng, &mut drop_rng])?;
         let loss = if options.protection.oa > 0.0 && adapter.concepts.len() > 1 {
@@ -249,9 +257,8 @@ pub fn teach(
         }
         let grads = loss.backward();
         let g: Vec<Option<Tensor<2>>> = adapter.params().iter().map(|p| p.grad(&grads)).collect();
-        let g = match prior.guard {
-            Some(guard) => guard.mask(g),
-            None if adapter.gated => hold_earlier(g, adapter),
+        let g = match hold {
+            Some(hold) => hold.mask(g),
             None => g,
         };
         let mut params = adapter.params();
@@ -277,31 +284,6 @@ pub fn teach(
         adapter.set_params(averaged.into_iter().map(|p| p.detach().require_grad()).collect());
     }
     Ok(LessonReport { steps: options.steps, first_loss: first, last_loss: last, elastic: elastic.weights(options), candidates, kept_step: options.steps, scores: Vec::new(), init_words: Vec::new(), refined: None, protected: None })
-}
-
-/// A gated lesson trains its own block and token; earlier concepts' blocks and tokens stay as
-/// they were (each is its concept's alone: session 28's first gated run, which trained every
-/// block and token under TAME's replay and ECD's distillation, lost its first three concepts
-/// entirely; a common block open for every concept, trained by every lesson and held by TAME and
-/// ECD, pulled later concepts toward earlier ones: README, "Lessons").
-fn hold_earlier(grads: Vec<Option<Tensor<2>>>, adapter: &Adapter) -> Vec<Option<Tensor<2>>> {
-    let sites = adapter.down.len();
-    let rank = adapter.config.rank;
-    let new = adapter.routes.last().cloned().unwrap_or(0..0);
-    let keep: Vec<f32> = (0..rank).map(|r| if new.contains(&r) { 1.0 } else { 0.0 }).collect();
-    let Some(device) = adapter.down.first().map(Tensor::device) else { return grads };
-    let column = Tensor::<2>::from_data(TensorData::new(keep.clone(), [1, rank]), &device);
-    let row = Tensor::<2>::from_data(TensorData::new(keep, [rank, 1]), &device);
-    let earlier = adapter.embeddings.len().saturating_sub(1);
-    grads
-        .into_iter()
-        .enumerate()
-        .map(|(i, g)| match i {
-            i if i < sites => g.map(|g| g * column.clone()),
-            i if i < 2 * sites => g.map(|g| g * row.clone()),
-            i => (i - 2 * sites >= earlier).then_some(g).flatten(),
-        })
-        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]

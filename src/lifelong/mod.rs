@@ -7,6 +7,7 @@ pub mod artist;
 pub mod augment;
 pub mod compose;
 pub mod gate;
+pub mod hold;
 pub mod store;
 pub mod lesson;
 pub mod learner;

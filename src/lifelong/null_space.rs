@@ -19,6 +19,7 @@ use std::ops::Range;
 use burn::prelude::*;
 
 use super::adapter::{leaf, lora_down, Adapter};
+use super::hold::Hold;
 use super::learner::Learner;
 use super::lesson::{LessonOptions, Trainer};
 use crate::error::{Error, Result};
@@ -33,15 +34,11 @@ pub const ENERGY: f64 = 0.99;
 pub struct Guard {
     /// Orthonormal basis `[d, k]` of the protected text directions.
     basis: Tensor<2>,
-    /// 1 on the new block's rank columns `[1, R]` and rows `[R, 1]`.
-    column: Tensor<2>,
-    row: Tensor<2>,
-    /// Per LoRA site: whether it reads text (`attn2.to_k` / `attn2.to_v`), and whether the new
-    /// block trains it.
+    /// What the lesson may not move: earlier blocks, the sites the block leaves alone, earlier
+    /// concepts' embeddings.
+    pub hold: Hold,
+    /// Per LoRA site: whether it reads text (`attn2.to_k` / `attn2.to_v`).
     text_sites: Vec<bool>,
-    trained_sites: Vec<bool>,
-    /// Embeddings before the new concept's (frozen).
-    frozen_embeddings: usize,
     /// `(k, d)`: protected directions of the text width.
     pub dims: (usize, usize),
 }
@@ -62,15 +59,11 @@ pub fn prepare(trainer: &Trainer, adapter: &Adapter, prompts: &[String], (rank, 
     let k = basis.dims()[1];
     let device = &trainer.device;
     let (grown, block) = if adapter.concepts.is_empty() { (adapter.frozen(device), 0..adapter.config.rank) } else { grow(adapter, rank, image_sites, seed, device) };
-    let total = grown.config.rank;
-    let ones = |r: &Range<usize>| (0..total).map(|i| if r.contains(&i) { 1.0 } else { 0.0 }).collect::<Vec<f32>>();
+    let trained_sites = grown.sites.iter().map(|s| image_sites || reads_text(s)).collect();
     let guard = Guard {
         basis,
-        column: Tensor::from_data(TensorData::new(ones(&block), [1, total]), device),
-        row: Tensor::from_data(TensorData::new(ones(&block), [total, 1]), device),
+        hold: Hold::new(&block, grown.config.rank, trained_sites, grown.concepts.len(), device),
         text_sites: grown.sites.iter().map(|s| reads_text(s)).collect(),
-        trained_sites: grown.sites.iter().map(|s| image_sites || reads_text(s)).collect(),
-        frozen_embeddings: grown.concepts.len(),
         dims: (k, d),
     };
     let mut student = grown.trainable(device);
@@ -120,22 +113,6 @@ pub(super) fn grow(adapter: &Adapter, rank: usize, image_sites: bool, seed: u64,
 }
 
 impl Guard {
-    /// Drops the gradients of everything the lesson must not move: earlier blocks' rows, the
-    /// sites the block leaves alone, earlier concepts' embeddings. Adam leaves a parameter without a
-    /// gradient as it is (src/lifelong/adam.rs).
-    pub fn mask(&self, grads: Vec<Option<Tensor<2>>>) -> Vec<Option<Tensor<2>>> {
-        let sites = self.trained_sites.len();
-        grads
-            .into_iter()
-            .enumerate()
-            .map(|(i, g)| match i {
-                i if i < sites => self.trained_sites[i].then(|| g.map(|g| g * self.column.clone())).flatten(),
-                i if i < 2 * sites => self.trained_sites[i - sites].then(|| g.map(|g| g * self.row.clone())).flatten(),
-                i => (i - 2 * sites >= self.frozen_embeddings).then_some(g).flatten(),
-            })
-            .collect()
-    }
-
     /// Puts the new block's `A` back into the null space: `A <- A - U U^T A` on its columns.
     pub fn project(&self, params: &mut [Tensor<2>]) {
         for (i, reads) in self.text_sites.iter().enumerate() {
@@ -143,7 +120,7 @@ impl Guard {
                 continue;
             }
             let p = params[i].clone().detach();
-            let inside = self.basis.clone().matmul(self.basis.clone().transpose().matmul(p.clone() * self.column.clone()));
+            let inside = self.basis.clone().matmul(self.basis.clone().transpose().matmul(p.clone() * self.hold.column.clone()));
             params[i] = leaf((p - inside).detach());
         }
     }
