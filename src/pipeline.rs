@@ -155,7 +155,13 @@ impl Pipeline {
         let cond = self.encode_prompt(&options.prompt, &mut warnings)?;
         // diffusers: guidance_scale > 1 turns classifier-free guidance on.
         let cfg = options.guidance > 1.0;
-        let context = if cfg { Tensor::cat(vec![self.encode_prompt(&options.negative_prompt, &mut warnings)?, cond], 0) } else { cond };
+        let context = if cfg {
+            let negative = self.encode_prompt(&options.negative_prompt, &mut warnings)?;
+            let negative = crate::model::gate::negative_gates(negative, &cond, self.model.gate_tokens.len());
+            Tensor::cat(vec![negative, cond], 0)
+        } else {
+            cond
+        };
 
         let scheduler = scheduler::create(&self.model.scheduler_config, options.scheduler, options.steps)?;
         let mut rng = Rng::new(options.seed);

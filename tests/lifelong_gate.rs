@@ -11,7 +11,7 @@ use common::values;
 use lifelong_diffusion::lifelong::learner::{Learner, MemoryOptions, Method};
 use lifelong_diffusion::lifelong::lesson::LessonOptions;
 use lifelong_diffusion::lifelong::state;
-use lifelong_diffusion::model::gate::gate_channels;
+use lifelong_diffusion::model::gate::{gate_channels, negative_gates};
 use lifelong_diffusion::rng::Rng;
 
 /// The prediction of the whole installed state for `prompt` (the generation path: the text
@@ -22,6 +22,18 @@ fn predict(l: &Learner, prompt: &str) -> Vec<f32> {
     let mut model = l.base.clone();
     l.adapter.install(&mut model).expect("install");
     let context = lifelong_diffusion::pipeline::encode_text(&model, prompt, &device, &mut Vec::new()).expect("encode");
+    values(model.unet.forward(x, 500.0, &context))
+}
+
+/// The prediction of guidance's negative half (the empty prompt) beside `prompt`, as
+/// `Pipeline::start` builds it.
+fn predict_negative(l: &Learner, prompt: &str) -> Vec<f32> {
+    let device = Device::flex();
+    let x = Tensor::<4>::from_data(TensorData::new(Rng::new(7).normal_vec(4 * 8 * 8), [1, 4, 8, 8]), &device);
+    let mut model = l.base.clone();
+    l.adapter.install(&mut model).expect("install");
+    let encode = |text: &str| lifelong_diffusion::pipeline::encode_text(&model, text, &device, &mut Vec::new()).expect("encode");
+    let context = negative_gates(encode(""), &encode(prompt), model.gate_tokens.len());
     values(model.unet.forward(x, 500.0, &context))
 }
 
@@ -40,11 +52,31 @@ fn gap(a: &[f32], b: &[f32]) -> f32 {
 fn gate_channels_mark_each_token_and_what_it_reaches() {
     let ids = vec![vec![1, 50, 7, 60, 2], vec![1, 7, 2, 2, 2]];
     let g = values(gate_channels(&ids, &[60, 50], &Device::flex()));
-    // Row 0: token 60 at position 3, token 50 at position 1; channels [one-hot 60, one-hot 50,
+    // Row 0: token 60 at position 3, token 50 at position 1; channels [open 60, open 50,
     // reach 60, reach 50] per position.
     let row0: Vec<[f32; 4]> = (0..5).map(|p| g[p * 4..p * 4 + 4].try_into().unwrap()).collect();
-    assert_eq!(row0, vec![[0., 0., 0., 0.], [0., 1., 0., 1.], [0., 0., 0., 1.], [1., 0., 1., 1.], [0., 0., 1., 1.]]);
+    assert_eq!(row0, vec![[1., 1., 0., 0.], [1., 1., 0., 1.], [1., 1., 0., 1.], [1., 1., 1., 1.], [1., 1., 1., 1.]]);
     assert!(g[20..].iter().all(|&v| v == 0.0), "a row without the tokens has no gate");
+}
+
+#[test]
+fn the_negative_prompt_opens_the_blocks_its_prompt_opens_over_all_its_text() {
+    let device = Device::flex();
+    let d = 3;
+    let features = |rows: usize| Tensor::<3>::from_data(TensorData::new(Rng::new(3).normal_vec(rows * 4 * d), [rows, 4, d]), &device);
+    let with = |f: Tensor<3>, ids: &[i64]| Tensor::cat(vec![f, gate_channels(&[ids.to_vec()], &[60, 50], &device)], 2);
+    let prompt = with(features(1), &[1, 7, 60, 2]);
+    let negative = with(features(1), &[1, 2, 2, 2]);
+    let out = values(negative_gates(negative.clone(), &prompt, 2));
+    let text = values(negative.narrow(2, 0, d));
+    for p in 0..4 {
+        let row = &out[p * (d + 4)..(p + 1) * (d + 4)];
+        assert_eq!(&row[..d], &text[p * d..(p + 1) * d], "the negative prompt's features stay");
+        assert_eq!(&row[d..], &[1., 0., 1., 0.], "60's block open everywhere, 50's closed (position {p})");
+    }
+    let plain = with(features(1), &[1, 7, 8, 2]);
+    let negative = with(features(1), &[1, 2, 2, 2]);
+    assert_eq!(values(negative_gates(negative.clone(), &plain, 2)), values(negative), "a plain prompt's negative half stays closed");
 }
 
 #[test]
@@ -62,7 +94,13 @@ fn gated_lessons_leave_every_prompt_without_their_concepts_exactly_as_the_base_d
     for prompt in ["a red square", "", "a blue circle to the left of a green triangle"] {
         let moved = gap(&predict(&l, prompt), &base(&l, prompt));
         assert!(moved < 1e-5, "{prompt:?} is the base model's ({moved})");
+        let negative = gap(&predict_negative(&l, prompt), &base(&l, ""));
+        assert!(negative < 1e-5, "guidance's negative half beside {prompt:?} is the base model's ({negative})");
     }
+    // Beside a prompt naming <two>, the negative half draws with <two>'s block, as a routed
+    // block installed for the prompt does.
+    let opened = gap(&predict_negative(&l, "a <two>"), &base(&l, ""));
+    assert!(opened > 1e-4, "the negative half opens <two>'s block: {opened}");
     let apart = gap(&predict(&l, "a <two>"), &predict(&l, "a <one>"));
     let held = gap(&predict(&l, "a <one>"), &one);
     eprintln!("<two> vs <one> {apart}, <one> moved by lesson two {held}");
