@@ -9,8 +9,9 @@
 //! on all of its text ([`negative_gates`]): a prompt naming a concept draws with the concept's
 //! model on both halves, as a routed block (installed for the prompt) does. Left closed, the
 //! negative half is the base model and guidance multiplies the block's whole drift (backgrounds,
-//! contrast) into the picture: seed 0's hourglass lesson drew 10 of 16 probes with the negative
-//! half closed, as routed ones do when held at the base on the empty prompt (README, "Lessons").
+//! contrast) into the picture, as it did for routed blocks held at the base on the empty prompt:
+//! seed 0's hourglass lesson drew 10 of 16 probes with the negative half closed, 16 with it open
+//! (README, "Lessons", session 29).
 //!
 //! The gates travel with the text context: `2 * concepts` channels after the text features (per
 //! concept, whether its block is open on the row, then its reach), appended by the text encoding
@@ -61,8 +62,7 @@ pub fn gates(attn2: &Attention, context: &Tensor<3>) -> (Tensor<3>, Option<Gates
     }
     let k = (c - d) / 2;
     let text = context.clone().narrow(2, 0, d);
-    // The same at every position of a row; the max also covers contexts extended by clauses.
-    let open = context.clone().narrow(2, d, k).max_dim(1); // [b, 1, k]
+    let open = open_channels(context, d, k);
     let reach = context.clone().narrow(2, d + k, k);
     (text, Some(Gates { image: open, text: reach }))
 }
@@ -77,8 +77,14 @@ pub fn negative_gates(negative: Tensor<3>, prompt: &Tensor<3>, k: usize) -> Tens
         return negative;
     }
     let d = c - 2 * k;
-    let open = prompt.clone().narrow(2, d, k).max_dim(1); // [1, 1, k]
+    let open = open_channels(prompt, d, k);
     let opened = Tensor::cat(vec![open.clone(), open], 2).expand([b, m, 2 * k]);
     let gates = negative.clone().narrow(2, d, 2 * k).max_pair(opened);
     Tensor::cat(vec![negative.narrow(2, 0, d), gates], 2)
+}
+
+/// Whether each block is open on each row, `[b, 1, k]`, from the `k` channels after the `d` text
+/// features: the same at every position of a row; the max also covers contexts extended by clauses.
+fn open_channels(context: &Tensor<3>, d: usize, k: usize) -> Tensor<3> {
+    context.clone().narrow(2, d, k).max_dim(1)
 }
